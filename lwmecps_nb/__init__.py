@@ -6,6 +6,6 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #ac83dec0
+# %% ../nbs/index.ipynb #4013c495
 from .envs import register_envs as _register_envs
 _register_envs()
