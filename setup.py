@@ -40,6 +40,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 requirements = _pinned(cfg.get('requirements', ''))
 dev_requirements = _pinned(cfg.get('dev_requirements', ''))
+bench_requirements = _pinned(cfg.get('bench_requirements', ''))
 package_data = cfg.get('package_data', '').split()
 
 setuptools.setup(
@@ -61,7 +62,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=f'>={cfg["min_python"]}',
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'bench': bench_requirements},
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(),
                   'nbdev': [f'{cfg["lib_name"]}={cfg["lib_name"]}._modidx:d']},
     zip_safe=False,

@@ -12,7 +12,7 @@ def run(*args, timeout=600):
 def test_help_lists_subcommands():
     r = run('--help')
     assert r.returncode == 0
-    for cmd in ('demo', 'bench'):
+    for cmd in ('demo', 'train', 'bench'):
         assert cmd in r.stdout
 
 
@@ -50,3 +50,34 @@ def test_bad_input_is_a_clear_error():
     assert r.returncode == 2 and "cluster 'cluster-z' is not a preset" in r.stderr
     r = run('bench', 'everything')
     assert r.returncode == 2 and 'invalid choice' in r.stderr
+
+
+def test_train_saves_a_model_that_beats_random(tmp_path):
+    out = tmp_path / 'tiny.pt'
+    r = run('train', '--env-config', 'tiny', '--episodes', '160', '--seed', '0', '--out', str(out), '--eval-episodes', '4', '--json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert out.exists() and res['model'] == str(out)
+    ev = res['evaluation']
+    assert ev['ppo']['return']['mean'] > ev['random']['return']['mean'] + 20
+    from lwmecps_nb.ppo import load_model
+    ckpt = load_model(out).checkpoint
+    assert ckpt['hyperparameters']['total_episodes'] == 160 and ckpt['env_spec']['name'] == 'tiny'
+    assert ckpt['metrics']['evaluation']['ppo']['return']['mean'] == ev['ppo']['return']['mean']
+
+
+def test_train_rejects_bad_hyperparameters(tmp_path):
+    r = run('train', '--env-config', 'tiny', '--episodes', '2', '--learning-rate', '-1', '--out', str(tmp_path / 'x.pt'))
+    assert r.returncode == 2 and 'learning_rate must be a positive' in r.stderr
+    r = run('train', '--env-config', 'tiny', '--episodes', '2', '--config', '{"lr": 0.1}', '--out', str(tmp_path / 'x.pt'))
+    assert r.returncode == 2 and "unknown PPO hyperparameter(s) ['lr']" in r.stderr
+    assert not (tmp_path / 'x.pt').exists()
+
+
+def test_bench_ppo_reports_both_ratios():
+    r = run('bench', 'ppo', '--env-config', 'tiny', '--episodes', '32', '--eval-episodes', '2', '--json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res['env_steps'] == 32 * 96
+    assert res['speedup_vs_sb3'] > 0 and isinstance(res['return_difference_vs_sb3'], float)
+    assert res['ours']['wall_time_s'] > 0 and res['sb3']['wall_time_s'] > 0
