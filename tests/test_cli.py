@@ -2,6 +2,8 @@
 import json
 import subprocess
 
+import pytest
+
 from conftest import ROOT, script
 
 
@@ -52,11 +54,16 @@ def test_bad_input_is_a_clear_error():
     assert r.returncode == 2 and 'invalid choice' in r.stderr
 
 
-def test_train_saves_a_model_that_beats_random(tmp_path):
-    out = tmp_path / 'tiny.pt'
+@pytest.fixture(scope='module')
+def tiny_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp('models') / 'tiny.pt'
     r = run('train', '--env-config', 'tiny', '--episodes', '160', '--seed', '0', '--out', str(out), '--eval-episodes', '4', '--json')
     assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout)
+    return out, json.loads(r.stdout)
+
+
+def test_train_saves_a_model_that_beats_random(tiny_model):
+    out, res = tiny_model
     assert out.exists() and res['model'] == str(out)
     ev = res['evaluation']
     assert ev['ppo']['return']['mean'] > ev['random']['return']['mean'] + 20
@@ -81,3 +88,32 @@ def test_bench_ppo_reports_both_ratios():
     assert res['env_steps'] == 32 * 96
     assert res['speedup_vs_sb3'] > 0 and isinstance(res['return_difference_vs_sb3'], float)
     assert res['ours']['wall_time_s'] > 0 and res['sb3']['wall_time_s'] > 0
+
+
+BUSIER_TINY = json.dumps({'spec': {'nodes': [{'name': 'edge', 'cpu': 2, 'memory_mb': 4096}, {'name': 'cloud', 'cpu': 4, 'memory_mb': 8192}],
+                                   'stations': ['bs1', 'bs2'], 'latency_ms': [[5, 60], [25, 60]], 'max_pods': 3,
+                                   'load': {'pattern': 'diurnal', 'level': 20}, 'name': 'tiny-busier'}})
+
+
+def test_transfer_measures_against_scratch(tiny_model, tmp_path):
+    src, _ = tiny_model
+    out = tmp_path / 'adapted.pt'
+    r = run('transfer', '--source', str(src), '--env-config', BUSIER_TINY, '--transfer-type', 'feature_extraction',
+            '--episodes', '24', '--num-envs', '8', '--out', str(out), '--eval-episodes', '4', '--json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    m = res['metrics']
+    assert m['frozen_at_start'] == [0, 1] and m['jumpstart'] > 0 and m['transfer_metric'] > 1
+    per_layer = m['parameter_distance']['per_layer']
+    assert per_layer[0]['distance'] == 0 and per_layer[1]['distance'] == 0 and per_layer[2]['distance'] > 0
+    assert out.exists()
+
+
+def test_transfer_errors_name_the_cause(tiny_model, tmp_path):
+    src, _ = tiny_model
+    r = run('transfer', '--source', str(tmp_path / 'missing.pt'), '--env-config', 'tiny', '--episodes', '4')
+    assert r.returncode == 2 and f'Model file not found: {tmp_path / "missing.pt"}' in r.stderr
+    r = run('transfer', '--source', str(src), '--env-config', 'cluster-b', '--episodes', '4')
+    assert r.returncode == 2 and 'incompatible with the environment' in r.stderr
+    r = run('transfer', '--source', str(src), '--env-config', 'tiny', '--frozen-layers', '0,7', '--episodes', '4')
+    assert r.returncode == 2 and 'frozen_layers [7] out of range' in r.stderr
