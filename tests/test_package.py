@@ -21,9 +21,10 @@ def test_installed_requirements_carry_the_pins():
     reqs = metadata.requires('lwmecps_nb') or []
     by_name = {re.split(r'[<>=!~ ;\[]', r, maxsplit=1)[0].lower(): r for r in reqs}
     assert '<2' in by_name['fastcore']
-    for r in reqs:
-        if r.lower().startswith('torch'):
-            assert '==2.13.0' in r, f'torch must be pinned exactly, got {r}'
+    torch_reqs = [r for r in reqs if re.split(r'[<>=!~ ;\[]', r, maxsplit=1)[0].lower() == 'torch']
+    assert torch_reqs, 'torch must be a requirement'
+    for r in torch_reqs:
+        assert '==2.13.0' in r, f'torch must be pinned exactly, got {r}'
     dev = [r for r in reqs if 'extra == "dev"' in r]
     assert any(r.startswith('nbdev') and '==2.4.14' in r for r in dev)
     assert any(r.startswith('execnb') and '<0.2' in r for r in dev)
