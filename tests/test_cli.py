@@ -117,3 +117,14 @@ def test_transfer_errors_name_the_cause(tiny_model, tmp_path):
     assert r.returncode == 2 and 'incompatible with the environment' in r.stderr
     r = run('transfer', '--source', str(src), '--env-config', 'tiny', '--frozen-layers', '0,7', '--episodes', '4')
     assert r.returncode == 2 and 'frozen_layers [7] out of range' in r.stderr
+
+
+def test_bench_meta_quick_reports_ratios_and_curves():
+    r = run('bench', 'meta', '--quick', '--iterations', '20', '--json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    ratios = res['overhead']['ratios']
+    assert {'ours_maml / plain_higher_maml', 'ours_fomaml / plain_first_order', 'ours_maml / ours_fomaml'} <= set(ratios)
+    methods = res['sinusoid']['methods']
+    assert set(methods) == {'maml', 'fomaml', 'implicit_fomaml', 'pretrained'}
+    assert all(len(m['mse_after_steps']) == 11 for m in methods.values())
