@@ -62,6 +62,7 @@ class MetaLearner:
                  cg_damping:float=0.0, # added to the diagonal of iMAML's linear system
                  track_pre_adaptation:bool=True, # also measure the unadapted query loss (one extra forward per task)
                  track_accuracy:bool=True, # call the tasks' `accuracy` (when they have one) on each adapted model
+                 inner_loop:str='auto', # maml's differentiable inner loop: `higher`, `native` (plain SGD only) or `auto`
                 ):
         if use_implicit_gradients: algorithm = 'implicit_fomaml'
         if algorithm not in META_ALGORITHMS: raise ValueError(f"meta_algorithm {algorithm!r} is unknown; use one of {', '.join(META_ALGORITHMS)}")
@@ -71,6 +72,10 @@ class MetaLearner:
             if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= 10_000): raise ValueError(f'{k} must be an integer in 1..10000, got {v!r}')
         if inner_grad_clip is not None and not inner_grad_clip > 0: raise ValueError(f'inner_grad_clip must be positive, got {inner_grad_clip!r}')
         if not cg_damping >= 0: raise ValueError(f'cg_damping must be non-negative, got {cg_damping!r}')
+        if inner_loop not in ('auto', 'higher', 'native'): raise ValueError(f"inner_loop {inner_loop!r} is unknown; use 'auto', 'higher' or 'native'")
+        if inner_loop == 'native' and inner_optimizer is not torch.optim.SGD:
+            raise ValueError(f"inner_loop='native' supports plain SGD only, got inner_optimizer={getattr(inner_optimizer, '__name__', inner_optimizer)}; use inner_loop='higher'")
+        self.inner_loop = inner_loop if inner_loop != 'auto' else ('native' if inner_optimizer is torch.optim.SGD else 'higher')
         self.model, self.algorithm = model, algorithm
         self.inner_lr, self.outer_lr, self.adaptation_steps, self.meta_batch_size = inner_lr, outer_lr, int(adaptation_steps), int(meta_batch_size)
         self.inner_optimizer, self.inner_grad_clip = inner_optimizer, inner_grad_clip
@@ -107,28 +112,82 @@ class MetaLearner:
         return fast
 
     # ---- meta-gradients ----------------------------------------------------------------------------------
-    def _maml_task(self, task, i, steps, B):
+    # ---- per-task meta-gradients, in two stages: adapt (inner loop), then query (outer gradient) ---------------
+    # Running all adapt stages before all query stages lets a batched meta-batch (see `before_query`) sample
+    # every task's query data together; run task by task otherwise, so only one task's graph is alive at a time.
+    def _adapt_stage(self, task, i, steps):
+        if self.algorithm == 'maml' and self.inner_loop == 'native': return self._maml_adapt_native(task, i, steps)
+        if self.algorithm == 'maml': return self._maml_adapt_higher(task, i, steps)
+        fast, fparams = self._inner_plain(task, i, steps, proximal=self.algorithm == 'implicit_fomaml')
+        return dict(module=fast, fast=fparams)
+
+    def _query_stage(self, task, i, st, B):
+        if self.algorithm == 'maml' and self.inner_loop == 'native': return self._maml_query_native(task, i, st, B)
+        if self.algorithm == 'maml': return self._maml_query_higher(task, i, st, B)
+        if self.algorithm == 'fomaml': return self._first_order_query(task, i, st, B)
+        return self._implicit_query(task, i, st, B)
+
+    def _accuracy(self, task, module):
+        return task.accuracy(module) if self.track_accuracy and hasattr(task, 'accuracy') else None
+
+    def _maml_adapt_higher(self, task, i, steps):
         inner_opt = self.inner_optimizer(self.params, lr=self.inner_lr)
         with higher.innerloop_ctx(self.model, inner_opt, copy_initial_weights=False, track_higher_grads=True) as (fmodel, diffopt):
             for s in range(steps):
                 loss = task.support_loss(fmodel)
                 _check_finite(loss, 'support loss', i, s)
                 diffopt.step(loss, grad_callback=(lambda g: _clip_(list(g), self.inner_grad_clip)) if self.inner_grad_clip else None)
-            q = task.query_loss(fmodel)
+        trainable = [p.requires_grad for p in self.model.parameters()]
+        return dict(module=fmodel, fast=[f for f, t in zip(fmodel.fast_params, trainable) if t])
+
+    def _maml_query_higher(self, task, i, st, B):
+        q = task.query_loss(st['module'])
+        _check_finite(q, 'query loss', i)
+        grads = torch.autograd.grad(q / B, self.params, allow_unused=True)
+        return q.detach(), grads, self._accuracy(task, st['module'])
+
+    def _write(self, ps):
+        "Put the tensors `ps` (one per meta-parameter) into the module's parameter slots."
+        if getattr(self, '_slots', None) is None:
+            index = {id(p): k for k, p in enumerate(self.params)}
+            self._slots = [(m, n, index[id(p)]) for m in self.model.modules() for n, p in m._parameters.items() if p is not None and id(p) in index]
+        for m, n, k in self._slots: m._parameters[n] = ps[k]
+
+    def _maml_adapt_native(self, task, i, steps):
+        "Differentiable plain SGD whose fast weights are written into the module's own parameter slots, then restored."
+        fast = list(self.params)
+        try:
+            for s in range(steps):
+                loss = task.support_loss(self.model)
+                _check_finite(loss, 'support loss', i, s)
+                g = torch.autograd.grad(loss, fast, create_graph=True, allow_unused=True)
+                g = _clip_([torch.zeros_like(p) if gi is None else gi for p, gi in zip(fast, g)], self.inner_grad_clip)
+                fast = torch._foreach_add(fast, g, alpha=-self.inner_lr)
+                self._write(fast)
+        finally:
+            self._write(self.params)
+        return dict(module=None, fast=fast)
+
+    def _maml_query_native(self, task, i, st, B):
+        self._write(st['fast'])
+        try:
+            q = task.query_loss(self.model)
             _check_finite(q, 'query loss', i)
             grads = torch.autograd.grad(q / B, self.params, allow_unused=True)
-            perf = task.accuracy(fmodel) if self.track_accuracy and hasattr(task, 'accuracy') else None
+            perf = self._accuracy(task, self.model)
+        finally:
+            self._write(self.params)
         return q.detach(), grads, perf
 
-    def _first_order_task(self, task, i, steps, B):
-        fast, fparams = self._inner_plain(task, i, steps, proximal=False)
+    def _first_order_query(self, task, i, st, B):
+        fast, fparams = st['module'], st['fast']
         q = task.query_loss(fast)
         _check_finite(q, 'query loss', i)
         grads = torch.autograd.grad(q / B, fparams, allow_unused=True)
-        return q.detach(), grads, (task.accuracy(fast) if self.track_accuracy and hasattr(task, 'accuracy') else None)
+        return q.detach(), grads, self._accuracy(task, fast)
 
-    def _implicit_task(self, task, i, steps, B):
-        fast, fparams = self._inner_plain(task, i, steps, proximal=True)
+    def _implicit_query(self, task, i, st, B):
+        fast, fparams = st['module'], st['fast']
         q = task.query_loss(fast)
         _check_finite(q, 'query loss', i)
         v = [torch.zeros_like(p) if g is None else g for p, g in zip(fparams, torch.autograd.grad(q, fparams, allow_unused=True))]
@@ -142,29 +201,42 @@ class MetaLearner:
             return [xi + (torch.zeros_like(xi) if h is None else h) / lam + damp * xi for xi, h in zip(x, hv)]
         x = [torch.zeros_like(t) for t in v]; r = [t.clone() for t in v]; p = [t.clone() for t in r]
         rs = sum((t * t).sum() for t in r)
-        for _ in range(self.cg_steps):
+        for k in range(self.cg_steps):
             if rs <= 1e-20: break
             Ap = Av(p)
-            a = rs / sum((pi * api).sum() for pi, api in zip(p, Ap))
+            pAp = sum((pi * api).sum() for pi, api in zip(p, Ap))
+            if pAp <= 1e-12 * sum((pi * pi).sum() for pi in p):  # non-positive curvature: the system is indefinite here
+                if k == 0: x = [t.clone() for t in v]  # no CG step is safe: fall back to the first-order direction
+                break
+            a = rs / pAp
             x = [xi + a * pi for xi, pi in zip(x, p)]
             r = [ri - a * api for ri, api in zip(r, Ap)]
             rs_new = sum((t * t).sum() for t in r)
             p = [ri + (rs_new / rs) * pi for ri, pi in zip(r, p)]
             rs = rs_new
-        return q.detach(), [xi.detach() / B for xi in x], (task.accuracy(fast) if self.track_accuracy and hasattr(task, 'accuracy') else None)
+        return q.detach(), [xi.detach() / B for xi in x], self._accuracy(task, fast)
+
+    def _task_results(self, tasks, steps, B):
+        "Yield (query loss, meta-gradient part, accuracy) per task, calling a batched meta-batch's hooks when it has them."
+        if hasattr(tasks, 'before_adaptation'): tasks.before_adaptation(self.model)
+        if not hasattr(tasks, 'before_query'):
+            for i, task in enumerate(tasks): yield self._query_stage(task, i, self._adapt_stage(task, i, steps), B)
+            return
+        states = [self._adapt_stage(task, i, steps) for i, task in enumerate(tasks)]
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        tasks.before_query(self.model, [{n: f.detach() for n, f in zip(names, st['fast'])} for st in states])
+        for i, (task, st) in enumerate(zip(tasks, states)): yield self._query_stage(task, i, st, B)
 
     def meta_gradient(self, tasks:Sequence, steps:int|None=None) -> tuple[list[torch.Tensor], dict]:
         "The averaged meta-gradient over `tasks` (one tensor per meta-parameter) and the step's metrics, without updating."
         steps = self.adaptation_steps if steps is None else steps
         B = len(tasks)
         if B == 0: raise ValueError('meta_step needs at least one task')
-        run = {'maml': self._maml_task, 'fomaml': self._first_order_task, 'implicit_fomaml': self._implicit_task}[self.algorithm]
         total = [torch.zeros_like(p) for p in self.params]
         post, pre, perf, fams = [], [], [], []
-        for i, task in enumerate(tasks):
-            if self.track_pre_adaptation:
-                with torch.no_grad(): pre.append(float(task.query_loss(self.model)))
-            q, grads, acc = run(task, i, steps, B)
+        if self.track_pre_adaptation:
+            with torch.no_grad(): pre = [float(task.query_loss(self.model)) for task in tasks]
+        for task, (q, grads, acc) in zip(tasks, self._task_results(tasks, steps, B)):
             for t, g in zip(total, grads):
                 if g is not None: t.add_(g.detach())
             post.append(float(q)); fams.append(getattr(task, 'family', 'all'))
@@ -177,6 +249,7 @@ class MetaLearner:
             m['pre_adaptation_loss'] = float(np.mean(pre))
             m['adaptation_speed'] = (m['pre_adaptation_loss'] - m['meta_loss']) / steps
         if perf: m['adaptation_accuracy'] = float(np.mean(perf))
+        if hasattr(tasks, 'metrics'): m.update(tasks.metrics())  # a batched meta-batch's own measurements (RL: returns)
         return total, m
 
     def meta_step(self, tasks:Sequence) -> dict:
@@ -349,8 +422,15 @@ def bench_meta_overhead(iterations:int=20, # timed meta-iterations per method
                         meta_batch_size:int=25, k_shot:int=10, inner_lr:float=0.01, outer_lr:float=0.001,
                         adaptation_steps:int=5, seed:int=0,
                         include_torchopt:bool=True, # time TorchOpt too when it is installed
+                        threads:int|None=1, # torch intra-op threads while timing (1: small networks, stable ratios; None: leave as is)
                        ) -> dict:
     "Seconds per meta-iteration of each method on the same sinusoid meta-batches, interleaved; and the ratios."
+    before = torch.get_num_threads()
+    if threads: torch.set_num_threads(threads)
+    try: return _bench_meta_overhead(iterations, meta_batch_size, k_shot, inner_lr, outer_lr, adaptation_steps, seed, include_torchopt)
+    finally: torch.set_num_threads(before)
+
+def _bench_meta_overhead(iterations, meta_batch_size, k_shot, inner_lr, outer_lr, adaptation_steps, seed, include_torchopt):
     batches = [SinusoidTasks(k_shot=k_shot, seed=seed + i)(meta_batch_size) for i in range(iterations + 2)]
     torch.manual_seed(seed); init = sinusoid_model().state_dict()
     def fresh():
@@ -360,6 +440,9 @@ def bench_meta_overhead(iterations:int=20, # timed meta-iterations per method
         ml = MetaLearner(fresh()[0], algo, inner_lr=inner_lr, outer_lr=outer_lr, adaptation_steps=adaptation_steps,
                          meta_batch_size=meta_batch_size, track_pre_adaptation=False, track_accuracy=False)
         methods[f'ours_{algo}'] = (lambda b, ml=ml: ml.meta_step(b))
+    mh = MetaLearner(fresh()[0], 'maml', inner_lr=inner_lr, outer_lr=outer_lr, adaptation_steps=adaptation_steps, inner_loop='higher',
+                     meta_batch_size=meta_batch_size, track_pre_adaptation=False, track_accuracy=False)
+    methods['ours_maml_higher'] = lambda b: mh.meta_step(b)
     m1, o1 = fresh(); methods['plain_higher_maml'] = lambda b: _plain_higher_step(m1, o1, b, inner_lr, adaptation_steps)
     m2, o2 = fresh(); methods['plain_first_order'] = lambda b: _plain_first_order_step(m2, o2, b, inner_lr, adaptation_steps)
     if include_torchopt:
@@ -377,9 +460,11 @@ def bench_meta_overhead(iterations:int=20, # timed meta-iterations per method
     for algo in META_ALGORITHMS:
         ml = MetaLearner(fresh()[0], algo, inner_lr=inner_lr, adaptation_steps=adaptation_steps, track_pre_adaptation=False)
         mem[algo], _ = peak_saved_bytes(ml.meta_gradient, batches[0])
-    out = {'config': dict(iterations=iterations, meta_batch_size=meta_batch_size, k_shot=k_shot, inner_lr=inner_lr, adaptation_steps=adaptation_steps),
+    out = {'config': dict(iterations=iterations, meta_batch_size=meta_batch_size, k_shot=k_shot, inner_lr=inner_lr, adaptation_steps=adaptation_steps,
+                          threads=torch.get_num_threads()),
            'seconds_per_iteration': med, 'peak_saved_bytes': mem,
            'ratios': {'ours_maml / plain_higher_maml': med['ours_maml'] / med['plain_higher_maml'],
+                      'ours_maml_higher / plain_higher_maml': med['ours_maml_higher'] / med['plain_higher_maml'],
                       'ours_fomaml / plain_first_order': med['ours_fomaml'] / med['plain_first_order'],
                       'ours_maml / ours_fomaml': med['ours_maml'] / med['ours_fomaml'],
                       'ours_maml / ours_implicit_fomaml': med['ours_maml'] / med['ours_implicit_fomaml']}}
