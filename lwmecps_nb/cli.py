@@ -91,7 +91,8 @@ def _bench_meta(args) -> dict:
     per_seed = {}
     for seed in seeds:
         sin = sinusoid_benchmark(iterations=iters, meta_batch_size=5 if args.quick else 25, n_test=n_test, progress=not args.json, seed=seed)
-        per_seed[seed] = {k: {'mse_after_steps': summarise_curve(v['curve']), 'train_s': v['train_s'], **({'s_per_iteration': v['s_per_iteration']} if 's_per_iteration' in v else {})}
+        per_seed[seed] = {k: {'mse_after_steps': summarise_curve(v['curve']), 'train_s': v['train_s'], **({'s_per_iteration': v['s_per_iteration']} if 's_per_iteration' in v else {}),
+                              **({'mse_after_own_adaptation': summarise_curve(v['own_curve'])[-1], 'own_adaptation_steps': v['own_curve'].shape[1] - 1} if 'own_curve' in v else {})}
                           for k, v in sin.items()}
     # the headline: 1-step MSE averaged over training seeds (mean and 95% CI over seeds when there are several)
     one = {k: [per_seed[s][k]['mse_after_steps'][1][0] for s in seeds] for k in per_seed[seeds[0]]}
@@ -121,6 +122,9 @@ def _bench(args) -> int:
             for k, v in methods.items():
                 c = v['mse_after_steps']
                 print(f"  {k:16s} " + ' / '.join(f'{c[i][0]:.3f} ± {c[i][1]:.3f}' for i in (0, 1, 5, 10) if i < len(c)))
+                if 'mse_after_own_adaptation' in v:
+                    o = v['mse_after_own_adaptation']
+                    print(f"  {'':16s} after its own {v['own_adaptation_steps']}-step proximal adaptation: {o[0]:.3f} ± {o[1]:.3f}")
         ci = s['mse_after_1_step_seed_ci']
         print(f"\nMSE after 1 step over seeds {s['seeds']}: " + ', '.join(f"{k} {v:.3f}" + (f' ± {ci[k]:.3f}' if ci[k] is not None else '') for k, v in s['mse_after_1_step'].items()))
         print(f"  pretrained / maml after 1 step: {s['pretrained_over_maml_after_1_step']:.2f}x; targets: " + ', '.join(f"{k}: {'met' if v else 'NOT met'}" for k, v in s['targets'].items()))
@@ -231,6 +235,99 @@ def _bench_ppo(args) -> dict:
     env_config = _json_arg(args.env_config, 'env-config')
     return compare_with_sb3(env_config, PPOConfig(total_episodes=args.episodes, seed=args.seed), eval_episodes=args.eval_episodes)
 
+# %% ../nbs/16_cli.ipynb #37596e57
+def _meta_table(rows:list[tuple[str, list]]) -> str:
+    "Rows of (label, [(mean, ci), ...] per adaptation step) as a fixed-width table."
+    steps = max(len(v) for _, v in rows)
+    head = f"{'policy':28s}" + ''.join(f'{f"after {k} step" + ("s" if k != 1 else ""):>18s}' for k in range(steps))
+    lines = [head, '-' * len(head)]
+    for label, vals in rows:
+        lines.append(f'{label:28s}' + ''.join(f'{f"{m:.1f} ± {h:.1f}":>18s}' for m, h in vals))
+    return '\n'.join(lines)
+
+def _meta(args) -> int:
+    import torch
+    from lwmecps_nb.baselines import HPAAutoscaler, evaluate, mean_ci
+    from lwmecps_nb.meta_rl import ClusterTaskSource, meta_train_rl, adaptation_returns, default_rollout
+    from lwmecps_nb.tasks import TaskDistribution, make_env
+    td = _json_arg(args.task_distribution, 'task-distribution') if args.task_distribution else None
+    dist = TaskDistribution(td) if isinstance(td, dict) else TaskDistribution()
+    source = ClusterTaskSource(dist)
+    cfg = default_rollout(source, trajectories=args.trajectories)
+    for k in ('iterations', 'meta_batch_size', 'adaptation_steps', 'test_steps', 'held_out', 'trajectories'):
+        if getattr(args, k) < (0 if k == 'test_steps' else 1): _fail(f"--{k.replace('_', '-')} must be at least {0 if k == 'test_steps' else 1}")
+    res = meta_train_rl(source, args.algorithm, iterations=args.iterations, inner_lr=args.inner_lr, outer_lr=args.outer_lr,
+                        adaptation_steps=args.adaptation_steps, meta_batch_size=args.meta_batch_size, cfg=cfg, seed=args.seed, progress=not args.json)
+    held = dist.held_out()[:args.held_out]
+    curve = adaptation_returns(res.model, source, held, steps=args.test_steps, step_sizes=args.inner_lr, cfg=cfg, seed=args.eval_seed)
+    torch.manual_seed(args.seed); init = source.make_model()  # the initialisation meta-training started from
+    curve0 = adaptation_returns(init, source, held, steps=args.test_steps, step_sizes=args.inner_lr, cfg=cfg, seed=args.eval_seed)
+    hpa = np.array([evaluate(HPAAutoscaler(), make_env(t), episodes=args.eval_episodes, seed=args.eval_seed).episodes['return'].mean() for t in held])
+    table = {'meta_learned': [mean_ci(c) for c in curve.T], 'untrained_init': [mean_ci(c) for c in curve0.T], 'hpa': mean_ci(hpa)}
+    path = res.save(args.out, env_options={'max_episode_steps': source.horizon},
+                    metrics={'held_out': {'tasks': [t.name for t in held], 'returns_after_steps': curve.tolist(), 'untrained_returns_after_steps': curve0.tolist(),
+                                          'hpa_returns': hpa.tolist(), 'eval_seed': args.eval_seed}})
+    last = res.history[-1] if res.history else {}
+    if args.json:
+        print(json.dumps({'model': str(path), 'config': res.config, 'held_out_tasks': len(held), 'table': table,
+                          'final_metrics': {k: v for k, v in last.items() if not isinstance(v, dict)}}))
+        return 0
+    print(f"Meta-trained {res.config['algorithm']} for {res.config['iterations']} iterations (meta-batch {args.meta_batch_size}, {args.adaptation_steps} inner "
+          f"step(s) at {args.inner_lr}, outer {args.outer_lr}, {args.trajectories} episodes per task, seed {args.seed}); saved {path}\n")
+    print(f'Held-out tasks ({len(held)}): mean sampled episode return ± 95% CI over tasks after k policy-gradient steps '
+          f'({args.trajectories} fresh episodes each, step size {args.inner_lr}, seed {args.eval_seed}):\n')
+    print(_meta_table([('meta-learned init', table['meta_learned']), ('untrained init (same seed)', table['untrained_init'])]))
+    print(f"\nHPA autoscaler on the same tasks: {table['hpa'][0]:.1f} ± {table['hpa'][1]:.1f} (greedy rule, {args.eval_episodes} episodes per task)")
+    return 0
+
+def _adapt(args) -> int:
+    import torch
+    from dataclasses import replace
+    from lwmecps_nb.baselines import HPAAutoscaler, evaluate, mean_ci
+    from lwmecps_nb.meta_rl import ClusterTaskSource, adaptation_returns, default_rollout
+    from lwmecps_nb.ppo import load_model, save_model
+    from lwmecps_nb.tasks import Task, spec_from_config, make_env
+    loaded = load_model(args.model)
+    model, ck = loaded.model, loaded.checkpoint
+    env_config = _json_arg(args.env_config, 'env-config')
+    spec, opts = spec_from_config(env_config)
+    want = model.action_nvec[0] - 1
+    note = ''
+    if spec.max_pods != want:  # the action bound belongs to the agent: give the target the model's
+        note = f' (max_pods set from {spec.max_pods} to {want}, the bound the model was trained with)'
+        spec = replace(spec, max_pods=want)
+    hp = ck.get('hyperparameters', {})
+    inner_lr = args.inner_lr if args.inner_lr is not None else hp.get('inner_lr')
+    if inner_lr is None: _fail(f'{args.model} records no inner_lr (it is not a meta-model); pass --inner-lr')
+    horizon = int(opts.pop('max_episode_steps', ck.get('env_options', {}).get('max_episode_steps', 96)))
+    source = ClusterTaskSource(horizon=horizon, **{k: v for k, v in opts.items() if k in ('step_seconds', 'start', 'latency_weight', 'sla_weight', 'replica_cost')})
+    env = source.vector_env([spec], 1, horizon)
+    from lwmecps_nb.ppo import check_compatible
+    check_compatible(model, env, source=f'model {args.model}')
+    if args.steps < 0 or args.repeats < 1: _fail('--steps must be at least 0 and --repeats at least 1')
+    cfg = default_rollout(source, trajectories=args.trajectories)
+    task = Task(spec.name or 'target', 'target', spec)
+    curve, params = adaptation_returns(model, source, [task] * args.repeats, steps=args.steps, step_sizes=inner_lr, cfg=cfg, seed=args.seed, return_params=True)
+    hpa = evaluate(HPAAutoscaler(), make_env(spec, max_episode_steps=horizon), episodes=args.eval_episodes, seed=args.seed).episodes['return']
+    rows = [mean_ci(c) for c in curve.T]
+    out = None
+    if args.out:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in params: p.copy_(params[n][0])
+        out = save_model(args.out, model, env_spec=spec, env_options={'max_episode_steps': horizon},
+                         hyperparameters={**hp, 'adapted_steps': args.steps, 'adapted_inner_lr': inner_lr}, model_type=f"adapted-{ck.get('model_type', 'model')}",
+                         metrics={'returns_after_steps': curve.tolist()})
+    if args.json:
+        print(json.dumps({'env': spec.name, 'inner_lr': inner_lr, 'steps': args.steps, 'repeats': args.repeats, 'returns_after_steps': rows,
+                          'hpa_return': mean_ci(hpa), 'model': str(out) if out else None}))
+        return 0
+    print(f"Adapting {args.model} ({ck.get('model_type')}) to {spec.name}{note}: {args.steps} policy-gradient steps at {inner_lr}, "
+          f"{args.trajectories} fresh episodes per step, {args.repeats} independent repeats (seed {args.seed}); mean ± 95% CI over repeats.\n")
+    print(_meta_table([(f'{spec.name}', rows)]))
+    print(f'\nHPA autoscaler on {spec.name}: {mean_ci(hpa)[0]:.1f} ± {mean_ci(hpa)[1]:.1f}' + (f'\nSaved the first repeat\'s adapted policy to {out}' if out else ''))
+    return 0
+
 # %% ../nbs/16_cli.ipynb #b258d683
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `lwmecps-nb`."
@@ -271,6 +368,36 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument('--eval-seed', type=int, default=1000)
     x.add_argument('--json', action='store_true', help='print one JSON object')
     x.set_defaults(func=_transfer)
+    m = sub.add_parser('meta', help='meta-train a policy on a task distribution, then adapt it to held-out tasks and print the table')
+    m.add_argument('--algorithm', default='fomaml', choices=['maml', 'fomaml', 'implicit_fomaml'], help='meta-learner (default fomaml)')
+    m.add_argument('--inner-lr', type=float, default=0.5, help='policy-gradient step size of adaptation (default 0.5, measured on the default '
+                   'distribution; with normalised advantages the spec\'s 0.01 barely moves the policy)')
+    m.add_argument('--outer-lr', type=float, default=0.001, help='Adam step size of the meta-update (default 0.001)')
+    m.add_argument('--adaptation-steps', type=int, default=1, help='inner steps while meta-training (default 1; later steps reuse the support episodes, importance-weighted)')
+    m.add_argument('--meta-batch-size', type=int, default=6, help='tasks per meta-update (default 6)')
+    m.add_argument('--iterations', type=int, default=100, help='meta-updates (default 100, about a minute on 2 cores)')
+    m.add_argument('--task-distribution', help='task_distribution as a JSON object or file (default: the spec\'s)')
+    m.add_argument('--trajectories', type=int, default=20, help='episodes per task per support, query and adaptation step (default 20)')
+    m.add_argument('--test-steps', type=int, default=5, help='adaptation steps measured on held-out tasks (default 5)')
+    m.add_argument('--held-out', type=int, default=8, help='held-out tasks to measure (default 8)')
+    m.add_argument('--eval-episodes', type=int, default=5, help='HPA evaluation episodes per held-out task (default 5)')
+    m.add_argument('--seed', type=int, default=0, help='initial policy, task draws and episodes (default 0)')
+    m.add_argument('--eval-seed', type=int, default=1000, help='seed of the held-out episodes (default 1000)')
+    m.add_argument('--out', default='meta.pt', help='where to save the meta-learned policy (default meta.pt)')
+    m.add_argument('--json', action='store_true', help='print one JSON object')
+    m.set_defaults(func=_meta)
+    a = sub.add_parser('adapt', help='adapt a saved meta-learned policy to one cluster and print its return after each step')
+    a.add_argument('--model', required=True, help='the model file (from meta)')
+    a.add_argument('--env-config', default='cluster-b', help='target: preset name, JSON object, or JSON file (default cluster-b)')
+    a.add_argument('--steps', type=int, default=5, help='adaptation steps (default 5)')
+    a.add_argument('--inner-lr', type=float, help='step size (default: the one the model was meta-trained with)')
+    a.add_argument('--trajectories', type=int, default=20, help='fresh episodes per step (default 20)')
+    a.add_argument('--repeats', type=int, default=5, help='independent adaptations, for the confidence interval (default 5)')
+    a.add_argument('--eval-episodes', type=int, default=5, help='HPA evaluation episodes (default 5)')
+    a.add_argument('--seed', type=int, default=0)
+    a.add_argument('--out', help='save the adapted policy (first repeat) here')
+    a.add_argument('--json', action='store_true', help='print one JSON object')
+    a.set_defaults(func=_adapt)
     b = sub.add_parser('bench', help='measure performance (env: environment throughput; ppo: against Stable-Baselines3; meta: meta-learners)')
     b.add_argument('what', choices=['env', 'ppo', 'meta'], help='what to benchmark')
     b.add_argument('--json', action='store_true', help='print one JSON object')

@@ -20,9 +20,9 @@ from .core import get_logger
 log = get_logger('meta')
 
 # %% auto #0
-__all__ = ['log', 'META_ALGORITHMS', 'MetaTask', 'MetaLearner', 'RegressionTask', 'SinusoidTasks', 'sinusoid_model',
-           'peak_saved_bytes', 'pretrain_joint', 'sinusoid_benchmark', 'summarise_curve', 'bench_meta_overhead',
-           'seed_claim_check']
+__all__ = ['log', 'META_ALGORITHMS', 'SPEC_METRICS', 'MetaTask', 'MetaLearner', 'spec_metrics', 'metrics_logger',
+           'RegressionTask', 'SinusoidTasks', 'sinusoid_model', 'peak_saved_bytes', 'pretrain_joint',
+           'sinusoid_benchmark', 'summarise_curve', 'bench_meta_overhead', 'seed_claim_check']
 
 # %% ../nbs/09_meta.ipynb #de49d7b8
 @runtime_checkable
@@ -280,7 +280,9 @@ class MetaLearner:
                 m = self.meta_step(sample_tasks(self.meta_batch_size))
                 out.append(m)
                 if (k + 1) % log_every == 0: log.info(f"MAML meta-episode {self.iteration}: loss={m['meta_loss']:.4f}")
-                if bar is not None: bar.update(1); bar.set_postfix(loss=f"{m['meta_loss']:.4f}")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(**({'return': f"{m['post_adaptation_return']:.1f}"} if 'post_adaptation_return' in m else {'loss': f"{m['meta_loss']:.4f}"}))
                 if callback is not None and callback(m) is False: break
         finally:
             if bar is not None: bar.close()
@@ -296,6 +298,32 @@ class MetaLearner:
                 with torch.no_grad(): out[i, s] = float(task.query_loss(fast))
             self._inner_plain(task, i, steps, proximal=self.algorithm == 'implicit_fomaml', on_step=record)
         return out
+
+# %% ../nbs/09_meta.ipynb #efb8751e
+SPEC_METRICS = ('meta_loss', 'adaptation_accuracy', 'task_performance', 'gradient_norm', 'adaptation_speed')
+
+def spec_metrics(metrics:dict, # one `meta_step`'s metrics (or any dict of them)
+                 algorithm:str, # the prefix: `maml`, `fomaml` or `implicit_fomaml`
+                ) -> dict:
+    "Scalar metrics under the product document's W&B names: `maml/meta_loss`, `fomaml/gradient_norm`, ...; per-family values as `<algorithm>/task_performance/<family>`, and their mean as `<algorithm>/task_performance`."
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            for f, x in v.items(): out[f'{algorithm}/{k}/{f}'] = float(x)
+            if k == 'task_performance' and v: out[f'{algorithm}/{k}'] = float(np.mean(list(v.values())))
+        elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool): out[f'{algorithm}/{k}'] = float(v)
+    return out
+
+def metrics_logger(log:Callable[[dict], object], # receives each step's named metrics, e.g. a W&B run's `log`
+                   algorithm:str|None=None, # the prefix; default the step's own `algorithm`
+                   every:int=1, # log every n-th step
+                  ) -> Callable[[dict], None]:
+    "A `meta_train` callback that passes each step's metrics under the spec's names, with the step number, to `log`."
+    def callback(m:dict):
+        it = int(m.get('iteration', 0))
+        if every > 1 and it % every: return None
+        log({**spec_metrics(m, algorithm or m.get('algorithm', 'meta')), 'meta_iteration': it})
+    return callback
 
 # %% ../nbs/09_meta.ipynb #9e4ed3d0
 class RegressionTask:
@@ -357,7 +385,9 @@ def sinusoid_benchmark(algorithms:Sequence[str]=META_ALGORITHMS, # which meta-le
                        iterations:int=5000, # meta-iterations (and pretraining updates)
                        meta_batch_size:int=25, k_shot:int=10, inner_lr:float=0.01, outer_lr:float=0.001,
                        adaptation_steps:int=1, # inner steps during meta-training
-                       implicit_steps:int=5, # inner steps of implicit_fomaml, whose gradient assumes a (nearly) solved inner problem
+                       implicit_steps:int=10, # inner steps of implicit_fomaml, whose gradient assumes a (nearly) solved inner problem
+                       implicit_lambda:float=10.0, # its proximal strength (about 1 / (steps x inner_lr): the solved problem then moves as far as the steps do)
+                       implicit_grad_clip:float|None=10.0, # its inner-gradient clipping (unclipped, meta-training drifted to where 0.01-steps diverge)
                        eval_steps:int=10, n_test:int=600, seed:int=0,
                        pretrained:bool=True, # also run the pretrained baseline
                        progress:bool=True, **learner_kwargs,
@@ -367,15 +397,19 @@ def sinusoid_benchmark(algorithms:Sequence[str]=META_ALGORITHMS, # which meta-le
     out = {}
     for algo in algorithms:
         torch.manual_seed(seed)
+        implicit = algo == 'implicit_fomaml'
+        extra = dict(imaml_lambda=implicit_lambda, inner_grad_clip=implicit_grad_clip) if implicit else {}
         ml = MetaLearner(sinusoid_model(), algo, inner_lr=inner_lr, outer_lr=outer_lr,
-                         adaptation_steps=implicit_steps if algo == 'implicit_fomaml' else adaptation_steps,
-                         meta_batch_size=meta_batch_size, track_pre_adaptation=False, track_accuracy=False, **learner_kwargs)
+                         adaptation_steps=implicit_steps if implicit else adaptation_steps,
+                         meta_batch_size=meta_batch_size, track_pre_adaptation=False, track_accuracy=False, **{**extra, **learner_kwargs})
         t0 = time.perf_counter()
         hist = ml.meta_train(SinusoidTasks(k_shot=k_shot, seed=seed), iterations, progress=progress, log_every=max(1, iterations // 10))
         train_s = time.perf_counter() - t0
-        ev = MetaLearner(ml.model, 'fomaml', inner_lr=inner_lr)  # evaluation: plain SGD steps, as at test time
+        # evaluation: plain SGD steps, as at test time (with the inner-gradient clipping the learner trained with)
+        ev = MetaLearner(ml.model, 'fomaml', inner_lr=inner_lr, inner_grad_clip=ml.inner_grad_clip)
         out[algo] = dict(curve=ev.adaptation_curve(test, eval_steps), train_s=train_s, s_per_iteration=train_s / iterations,
                          meta_loss=[h['meta_loss'] for h in hist])
+        if implicit: out[algo]['own_curve'] = ml.adaptation_curve(test, implicit_steps)  # its own (proximal, clipped) inner problem
     if pretrained:
         torch.manual_seed(seed)
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ def run(*args, timeout=600):
 def test_help_lists_subcommands():
     r = run('--help')
     assert r.returncode == 0
-    for cmd in ('demo', 'train', 'bench'):
+    for cmd in ('demo', 'train', 'transfer', 'meta', 'adapt', 'bench'):
         assert cmd in r.stdout
 
 
@@ -128,3 +128,26 @@ def test_bench_meta_quick_reports_ratios_and_curves():
     methods = res['sinusoid']['methods']
     assert set(methods) == {'maml', 'fomaml', 'implicit_fomaml', 'pretrained'}
     assert all(len(m['mse_after_steps']) == 11 for m in methods.values())
+
+
+def test_meta_then_adapt(tmp_path):
+    out = tmp_path / 'meta.pt'
+    r = run('meta', '--iterations', '3', '--meta-batch-size', '2', '--trajectories', '4', '--held-out', '2', '--test-steps', '2',
+            '--eval-episodes', '1', '--out', str(out), '--json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert out.is_file() and res['config']['algorithm'] == 'fomaml' and res['config']['iterations'] == 3
+    assert len(res['table']['meta_learned']) == 3 and len(res['table']['untrained_init']) == 3
+    assert {'meta_loss', 'gradient_norm', 'pre_adaptation_return', 'post_adaptation_return'} <= set(res['final_metrics'])
+    adapted = tmp_path / 'adapted.pt'
+    r = run('adapt', '--model', str(out), '--env-config', 'cluster-b', '--steps', '1', '--repeats', '2', '--trajectories', '4',
+            '--eval-episodes', '1', '--out', str(adapted), '--json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res['inner_lr'] == 0.5 and len(res['returns_after_steps']) == 2 and adapted.is_file()
+    r = run('adapt', '--model', str(tmp_path / 'missing.pt'))
+    assert r.returncode == 2 and 'Model file not found' in r.stderr
+    r = run('meta', '--iterations', '0')
+    assert r.returncode == 2 and '--iterations must be at least 1' in r.stderr
+    r = run('meta', '--inner-lr', '-1', '--iterations', '1')
+    assert r.returncode == 2 and 'inner_lr must be positive' in r.stderr
