@@ -104,7 +104,40 @@ def _bench_meta(args) -> dict:
             'pretrained_over_maml_after_1_step': mean['pretrained'] / mean['maml'],
             'targets': {'maml <= 0.70': mean['maml'] <= 0.70, 'fomaml <= 1.0': mean['fomaml'] <= 1.0, 'pretrained >= 3x maml': mean['pretrained'] >= 3 * mean['maml']}}}
 
+def _bench_meta_rl(args) -> dict:
+    from lwmecps_nb.meta_rl import cluster_meta_benchmark
+    from lwmecps_nb.baselines import mean_ci
+    kw = dict(iterations=3, n_held_out=2, trajectories=4, scratch_episodes=16, multitask_episodes=64, multitask_tasks=4, test_steps=2) if args.quick else \
+         dict(iterations=args.iterations if args.iterations != 5000 else 150)
+    r = cluster_meta_benchmark(seed=args.seed, progress=not args.json, **kw)
+    table = {k: [mean_ci(c) for c in v.T] for k, v in r['curves'].items()}
+    metrics = {k: {m: v for m, v in d.items() if not isinstance(v, np.ndarray)} for k, d in r['metrics'].items()}
+    K = r['config']['test_steps']
+    targets = {f'{a} normalized return after {K} steps >= 0.9': metrics[a]['normalized_return'] >= 0.9 for a in r['config']['algorithms']}
+    targets.update({f'{a} beats multi-task PPO after {K} steps': table[a][-1][0] > table['multitask_ppo'][-1][0] for a in r['config']['algorithms']})
+    return {'config': r['config'], 'tasks': r['tasks'], 'returns_after_steps': table, 'metrics': metrics,
+            'references': {k: mean_ci(r[k]) for k in ('scratch', 'hpa', 'random')}, 'budgets_episodes': r['budgets_episodes'],
+            'wall_s': r['wall_s'], 'per_iteration': r['per_iteration'], 'targets': targets}
+
 def _bench(args) -> int:
+    if args.what == 'meta-rl':
+        res = _bench_meta_rl(args)
+        if args.json: print(json.dumps(res)); return 0
+        c = res['config']
+        print(f"Meta-RL on {len(res['tasks'])} test clusters ({', '.join(res['tasks'][-1:])} and held-out tasks), {c['iterations']} meta-iterations "
+              f"(meta-batch {c['meta_batch_size']}, {c['trajectories']} episodes per task), adaptation step {c['inner_lr']}, seed {c['seed']}, eval seed {c['eval_seed']}.")
+        print('Mean sampled episode return ± 95% CI over test tasks after k adaptation steps:\n')
+        print(_meta_table([(k, v) for k, v in res['returns_after_steps'].items()]))
+        ref = res['references']
+        print(f"\nPPO from scratch ({c['scratch_episodes']} episodes per task): {ref['scratch'][0]:.1f} ± {ref['scratch'][1]:.1f}; "
+              f"HPA: {ref['hpa'][0]:.1f} ± {ref['hpa'][1]:.1f}; random: {ref['random'][0]:.1f} ± {ref['random'][1]:.1f}\n")
+        for k, m in res['metrics'].items():
+            print(f"  {k:16s} adaptation_accuracy {m['adaptation_accuracy']:.2f}  normalized_return {m['normalized_return']:.2f}  "
+                  f"adaptation_speed {m['adaptation_speed']}  budget {res['budgets_episodes'].get(k, 0):,} episodes")
+        for k, v in res['per_iteration'].items():
+            print(f"  {k:16s} {v['seconds'] * 1000:7.0f} ms per meta-iteration, peak saved for backward {v['peak_saved_bytes'] / 1e6:6.1f} MB")
+        print('  targets: ' + ', '.join(f"{k}: {'met' if v else 'NOT met'}" for k, v in res['targets'].items()))
+        return 0
     if args.what == 'meta':
         res = _bench_meta(args)
         if args.json: print(json.dumps(res)); return 0
@@ -398,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument('--out', help='save the adapted policy (first repeat) here')
     a.add_argument('--json', action='store_true', help='print one JSON object')
     a.set_defaults(func=_adapt)
-    b = sub.add_parser('bench', help='measure performance (env: environment throughput; ppo: against Stable-Baselines3; meta: meta-learners)')
-    b.add_argument('what', choices=['env', 'ppo', 'meta'], help='what to benchmark')
+    b = sub.add_parser('bench', help='measure performance (env: environment throughput; ppo: against Stable-Baselines3; meta: meta-learners on sinusoids; meta-rl: meta-learners on clusters)')
+    b.add_argument('what', choices=['env', 'ppo', 'meta', 'meta-rl'], help='what to benchmark')
     b.add_argument('--json', action='store_true', help='print one JSON object')
     b.add_argument('--seconds', type=float, default=1.0, help='env: measuring time per configuration (default 1.0)')
     b.add_argument('--quick', action='store_true', help='env: 0.3 s per configuration; meta: at most 200 iterations on small meta-batches (smoke tests)')
@@ -407,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--episodes', type=int, default=6000, help='ppo: training budget in episodes for each (default 6000, as in the PPO notebook; about 6 minutes)')
     b.add_argument('--seed', type=int, default=0, help='ppo, meta: training seed (default 0)')
     b.add_argument('--eval-episodes', type=int, default=10, help='ppo: evaluation episodes (default 10)')
-    b.add_argument('--iterations', type=int, default=5000, help='meta: sinusoid meta-iterations (default 5000)')
+    b.add_argument('--iterations', type=int, default=5000, help='meta: sinusoid meta-iterations (default 5000); meta-rl: meta-iterations per algorithm (default 150)')
     b.add_argument('--seeds', default=None, help='meta: comma-separated training seeds for the sinusoid reproduction (default: --seed); the targets use their mean')
     b.set_defaults(func=_bench)
     return p

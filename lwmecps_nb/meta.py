@@ -62,7 +62,7 @@ class MetaLearner:
                  cg_damping:float=0.0, # added to the diagonal of iMAML's linear system
                  track_pre_adaptation:bool=True, # also measure the unadapted query loss (one extra forward per task)
                  track_accuracy:bool=True, # call the tasks' `accuracy` (when they have one) on each adapted model
-                 inner_loop:str='auto', # maml's differentiable inner loop: `higher`, `native` (plain SGD only) or `auto`
+                 inner_loop:str='auto', # `native` (plain SGD in the module's own parameter slots), `higher` (any optimiser) or `auto`
                 ):
         if use_implicit_gradients: algorithm = 'implicit_fomaml'
         if algorithm not in META_ALGORITHMS: raise ValueError(f"meta_algorithm {algorithm!r} is unknown; use one of {', '.join(META_ALGORITHMS)}")
@@ -118,14 +118,36 @@ class MetaLearner:
     def _adapt_stage(self, task, i, steps):
         if self.algorithm == 'maml' and self.inner_loop == 'native': return self._maml_adapt_native(task, i, steps)
         if self.algorithm == 'maml': return self._maml_adapt_higher(task, i, steps)
+        if self.inner_loop == 'native': return self._inner_native(task, i, steps, proximal=self.algorithm == 'implicit_fomaml')
         fast, fparams = self._inner_plain(task, i, steps, proximal=self.algorithm == 'implicit_fomaml')
         return dict(module=fast, fast=fparams)
 
     def _query_stage(self, task, i, st, B):
         if self.algorithm == 'maml' and self.inner_loop == 'native': return self._maml_query_native(task, i, st, B)
         if self.algorithm == 'maml': return self._maml_query_higher(task, i, st, B)
-        if self.algorithm == 'fomaml': return self._first_order_query(task, i, st, B)
-        return self._implicit_query(task, i, st, B)
+        run = self._first_order_query if self.algorithm == 'fomaml' else self._implicit_query
+        if st['module'] is not None: return run(task, i, st['module'], st['fast'], B)
+        self._write(st['fast'])  # native: the adapted weights go into the module's slots for the query
+        try: return run(task, i, self.model, st['fast'], B)
+        finally: self._write(self.params)
+
+    def _inner_native(self, task, i, steps, proximal:bool):
+        "Plain SGD without a graph on detached fast weights written into the module's parameter slots (restored after)."
+        fast = [p.detach().clone().requires_grad_() for p in self.params]
+        anchor = [p.detach() for p in self.params]
+        self._write(fast)
+        try:
+            for s in range(steps):
+                loss = task.support_loss(self.model)
+                _check_finite(loss, 'support loss', i, s)
+                g = torch.autograd.grad(loss, fast, allow_unused=True)
+                g = [torch.zeros_like(p) if gi is None else gi for p, gi in zip(fast, g)]
+                if proximal: g = [gi + self.imaml_lambda * (p.detach() - a) for gi, p, a in zip(g, fast, anchor)]
+                g = _clip_(g, self.inner_grad_clip)
+                with torch.no_grad(): torch._foreach_add_(fast, g, alpha=-self.inner_lr)
+        finally:
+            self._write(self.params)
+        return dict(module=None, fast=fast)
 
     def _accuracy(self, task, module):
         return task.accuracy(module) if self.track_accuracy and hasattr(task, 'accuracy') else None
@@ -179,15 +201,13 @@ class MetaLearner:
             self._write(self.params)
         return q.detach(), grads, perf
 
-    def _first_order_query(self, task, i, st, B):
-        fast, fparams = st['module'], st['fast']
+    def _first_order_query(self, task, i, fast, fparams, B):
         q = task.query_loss(fast)
         _check_finite(q, 'query loss', i)
         grads = torch.autograd.grad(q / B, fparams, allow_unused=True)
         return q.detach(), grads, self._accuracy(task, fast)
 
-    def _implicit_query(self, task, i, st, B):
-        fast, fparams = st['module'], st['fast']
+    def _implicit_query(self, task, i, fast, fparams, B):
         q = task.query_loss(fast)
         _check_finite(q, 'query loss', i)
         v = [torch.zeros_like(p) if g is None else g for p, g in zip(fparams, torch.autograd.grad(q, fparams, allow_unused=True))]

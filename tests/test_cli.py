@@ -151,3 +151,14 @@ def test_meta_then_adapt(tmp_path):
     assert r.returncode == 2 and '--iterations must be at least 1' in r.stderr
     r = run('meta', '--inner-lr', '-1', '--iterations', '1')
     assert r.returncode == 2 and 'inner_lr must be positive' in r.stderr
+
+
+def test_bench_meta_rl_quick_reports_every_method():
+    r = run('bench', 'meta-rl', '--quick', '--json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert set(res['returns_after_steps']) == {'untrained', 'multitask_ppo', 'maml', 'fomaml', 'implicit_fomaml'}
+    assert set(res['per_iteration']) == {'maml', 'fomaml', 'implicit_fomaml'}
+    # second order keeps the inner graph: more memory saved for backward than first order
+    assert res['per_iteration']['maml']['peak_saved_bytes'] > res['per_iteration']['fomaml']['peak_saved_bytes']
+    assert {'scratch', 'hpa', 'random'} == set(res['references'])
