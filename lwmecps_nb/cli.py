@@ -80,7 +80,8 @@ def bench_env(seconds:float=1.0, # measuring time per configuration
 
 def _bench_meta(args) -> dict:
     from lwmecps_nb.meta import bench_meta_overhead, sinusoid_benchmark, summarise_curve
-    iters = min(200, args.iterations) if args.quick else args.iterations
+    iterations = args.iterations or 5000
+    iters = min(200, iterations) if args.quick else iterations
     over = bench_meta_overhead(iterations=3 if args.quick else 20, meta_batch_size=5 if args.quick else 25)
     r = over['ratios']
     over['targets'] = {'ours_maml_higher within 1.1x of plain higher': r['ours_maml_higher / plain_higher_maml'] <= 1.1,
@@ -108,7 +109,7 @@ def _bench_meta_rl(args) -> dict:
     from lwmecps_nb.meta_rl import cluster_meta_benchmark
     from lwmecps_nb.baselines import mean_ci
     kw = dict(iterations=3, n_held_out=2, trajectories=4, scratch_episodes=16, multitask_episodes=64, multitask_tasks=4, test_steps=2) if args.quick else \
-         dict(iterations=args.iterations if args.iterations != 5000 else 150)
+         dict(iterations=args.iterations or 150)
     r = cluster_meta_benchmark(seed=args.seed, progress=not args.json, **kw)
     table = {k: [mean_ci(c) for c in v.T] for k, v in r['curves'].items()}
     metrics = {k: {m: v for m, v in d.items() if not isinstance(v, np.ndarray)} for k, d in r['metrics'].items()}
@@ -318,7 +319,7 @@ def _adapt(args) -> int:
     from dataclasses import replace
     from lwmecps_nb.baselines import HPAAutoscaler, evaluate, mean_ci
     from lwmecps_nb.meta_rl import ClusterTaskSource, adaptation_returns, default_rollout
-    from lwmecps_nb.ppo import load_model, save_model
+    from lwmecps_nb.ppo import check_compatible, load_model, save_model
     from lwmecps_nb.tasks import Task, spec_from_config, make_env
     loaded = load_model(args.model)
     model, ck = loaded.model, loaded.checkpoint
@@ -335,7 +336,6 @@ def _adapt(args) -> int:
     horizon = int(opts.pop('max_episode_steps', ck.get('env_options', {}).get('max_episode_steps', 96)))
     source = ClusterTaskSource(horizon=horizon, **{k: v for k, v in opts.items() if k in ('step_seconds', 'start', 'latency_weight', 'sla_weight', 'replica_cost')})
     env = source.vector_env([spec], 1, horizon)
-    from lwmecps_nb.ppo import check_compatible
     check_compatible(model, env, source=f'model {args.model}')
     if args.steps < 0 or args.repeats < 1: _fail('--steps must be at least 0 and --repeats at least 1')
     cfg = default_rollout(source, trajectories=args.trajectories)
@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--episodes', type=int, default=6000, help='ppo: training budget in episodes for each (default 6000, as in the PPO notebook; about 6 minutes)')
     b.add_argument('--seed', type=int, default=0, help='ppo, meta: training seed (default 0)')
     b.add_argument('--eval-episodes', type=int, default=10, help='ppo: evaluation episodes (default 10)')
-    b.add_argument('--iterations', type=int, default=5000, help='meta: sinusoid meta-iterations (default 5000); meta-rl: meta-iterations per algorithm (default 150)')
+    b.add_argument('--iterations', type=int, default=None, help='meta: sinusoid meta-iterations (default 5000); meta-rl: meta-iterations per algorithm (default 150)')
     b.add_argument('--seeds', default=None, help='meta: comma-separated training seeds for the sinusoid reproduction (default: --seed); the targets use their mean')
     b.set_defaults(func=_bench)
     return p

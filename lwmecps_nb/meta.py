@@ -87,6 +87,15 @@ class MetaLearner:
         self.history: list[dict] = []
 
     # ---- inner loops -------------------------------------------------------------------------------------
+    def _inner_grads(self, task, model, fast, anchor, i, s, proximal:bool):
+        "One graph-free inner gradient on `fast`: support-loss gradient (zeros where unused), iMAML's pull towards `anchor` when `proximal`, clipped."
+        loss = task.support_loss(model)
+        _check_finite(loss, 'support loss', i, s)
+        g = torch.autograd.grad(loss, fast, allow_unused=True)
+        g = [torch.zeros_like(p) if gi is None else gi for p, gi in zip(fast, g)]
+        if proximal: g = [gi + self.imaml_lambda * (p.detach() - a) for gi, p, a in zip(g, fast, anchor)]
+        return _clip_(g, self.inner_grad_clip)
+
     def _inner_plain(self, task, i, steps, proximal:bool, on_step=None):
         "Adapt a detached copy with the inner optimiser (no graph); `proximal` adds iMAML's pull towards theta."
         fast = copy.deepcopy(self.model)
@@ -94,13 +103,7 @@ class MetaLearner:
         anchor = [p.detach() for p in self.params]
         opt = self.inner_optimizer(fparams, lr=self.inner_lr)
         for s in range(steps):
-            loss = task.support_loss(fast)
-            _check_finite(loss, 'support loss', i, s)
-            grads = torch.autograd.grad(loss, fparams, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fparams, grads)]
-            if proximal: grads = [g + self.imaml_lambda * (p.detach() - a) for g, p, a in zip(grads, fparams, anchor)]
-            grads = _clip_(grads, self.inner_grad_clip)
-            for p, g in zip(fparams, grads): p.grad = g
+            for p, g in zip(fparams, self._inner_grads(task, fast, fparams, anchor, i, s, proximal)): p.grad = g
             opt.step()
             if on_step is not None: on_step(s + 1, fast)
         return fast, fparams
@@ -138,12 +141,7 @@ class MetaLearner:
         self._write(fast)
         try:
             for s in range(steps):
-                loss = task.support_loss(self.model)
-                _check_finite(loss, 'support loss', i, s)
-                g = torch.autograd.grad(loss, fast, allow_unused=True)
-                g = [torch.zeros_like(p) if gi is None else gi for p, gi in zip(fast, g)]
-                if proximal: g = [gi + self.imaml_lambda * (p.detach() - a) for gi, p, a in zip(g, fast, anchor)]
-                g = _clip_(g, self.inner_grad_clip)
+                g = self._inner_grads(task, self.model, fast, anchor, i, s, proximal)
                 with torch.no_grad(): torch._foreach_add_(fast, g, alpha=-self.inner_lr)
         finally:
             self._write(self.params)

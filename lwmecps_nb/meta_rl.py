@@ -75,7 +75,10 @@ def _policy_out(model, obs, params=None):
     "Distribution output for obs (G, n, O): the model's own parameters, or one parameter dict per task (vmapped)."
     G, n = obs.shape[:2]
     if params is None: return model(obs.reshape(G * n, -1))[0].reshape(G, n, -1)
-    stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
+    return _stacked_out(model, {k: torch.stack([p[k] for p in params]) for k in params[0]}, obs)
+
+def _stacked_out(model, stacked, obs):
+    "Distribution output of G parameter sets (each tensor stacked along a first axis of size G) on obs (G, m, O), vmapped."
     return vmap(lambda p, o: functional_call(model, p, (o,))[0])(stacked, obs)
 
 def sample_episodes(model:nn.Module, # the policy (see above)
@@ -295,7 +298,7 @@ def policy_gradient_step(model:nn.Module, stacked:dict, # per-task parameters, e
     G = ep.obs.shape[1]
     leaves = {n: v.detach().clone().requires_grad_() for n, v in stacked.items()}
     T, _, m, O = ep.obs.shape
-    out = vmap(lambda p, o: functional_call(model, p, (o,))[0])(leaves, ep.obs.permute(1, 0, 2, 3).reshape(G, T * m, O))
+    out = _stacked_out(model, leaves, ep.obs.permute(1, 0, 2, 3).reshape(G, T * m, O))
     lp = model.log_prob(out.reshape(G * T * m, -1), ep.actions.permute(1, 0, 2, 3).reshape(G * T * m, -1)).reshape(G, T * m)
     ratio = torch.exp(lp - ep.log_probs.permute(1, 0, 2).reshape(G, T * m))
     loss = -(ratio * adv.permute(1, 0, 2).reshape(G, T * m)).mean(-1).sum()
@@ -439,7 +442,6 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
                            adaptation_steps=adaptation_steps, trajectories=trajectories, test_steps=test_steps, scratch_episodes=scratch_episodes,
                            multitask_episodes=multitask_episodes, seed=seed, eval_seed=eval_seed, task_distribution=dist.config),
                tasks=names, families=fams, curves={}, budgets_episodes={}, wall_s={}, per_iteration={})
-    t0 = time.perf_counter()
     out['random'] = np.array([evaluate(RandomPolicy(seed), make_env(t), episodes=5, seed=eval_seed).episodes['return'].mean() for t in tests])
     out['hpa'] = np.array([evaluate(HPAAutoscaler(), make_env(t), episodes=5, seed=eval_seed).episodes['return'].mean() for t in tests])
     t0 = time.perf_counter()
