@@ -106,37 +106,62 @@ def _bench_meta(args) -> dict:
             'targets': {'maml <= 0.70': mean['maml'] <= 0.70, 'fomaml <= 1.0': mean['fomaml'] <= 1.0, 'pretrained >= 3x maml': mean['pretrained'] >= 3 * mean['maml']}}}
 
 def _bench_meta_rl(args) -> dict:
-    from lwmecps_nb.meta_rl import cluster_meta_benchmark
+    from lwmecps_nb.meta_rl import cluster_meta_benchmark, seed_summary
     from lwmecps_nb.baselines import mean_ci
     kw = dict(iterations=3, n_held_out=2, trajectories=4, scratch_episodes=16, multitask_episodes=64, multitask_tasks=4, test_steps=2) if args.quick else \
          dict(iterations=args.iterations or 150)
-    r = cluster_meta_benchmark(seed=args.seed, progress=not args.json, **kw)
-    table = {k: [mean_ci(c) for c in v.T] for k, v in r['curves'].items()}
-    metrics = {k: {m: v for m, v in d.items() if not isinstance(v, np.ndarray)} for k, d in r['metrics'].items()}
-    K = r['config']['test_steps']
-    targets = {f'{a} normalized return after {K} steps >= 0.9': metrics[a]['normalized_return'] >= 0.9 for a in r['config']['algorithms']}
-    targets.update({f'{a} beats multi-task PPO after {K} steps': table[a][-1][0] > table['multitask_ppo'][-1][0] for a in r['config']['algorithms']})
-    return {'config': r['config'], 'tasks': r['tasks'], 'returns_after_steps': table, 'metrics': metrics,
-            'references': {k: mean_ci(r[k]) for k in ('scratch', 'hpa', 'random')}, 'budgets_episodes': r['budgets_episodes'],
-            'wall_s': r['wall_s'], 'per_iteration': r['per_iteration'], 'targets': targets}
+    seeds = [int(s) for s in args.seeds.split(',')] if args.seeds else [args.seed]
+    runs = [cluster_meta_benchmark(seed=s, progress=not args.json, **kw) for s in seeds]
+    def one(r):
+        table = {k: [mean_ci(c) for c in v.T] for k, v in r['curves'].items()}
+        metrics = {k: {m: v for m, v in d.items() if not isinstance(v, np.ndarray)} for k, d in r['metrics'].items()}
+        return {'returns_after_steps': table, 'metrics': metrics, 'references': {k: mean_ci(r[k]) for k in ('scratch', 'hpa', 'random')},
+                'budgets_episodes': r['budgets_episodes'], 'step_sizes': r['step_sizes'], 'wall_s': r['wall_s'], 'per_iteration': r['per_iteration']}
+    out = {'config': {**runs[0]['config'], 'seeds': seeds}, 'tasks': runs[0]['tasks'], **one(runs[0]), 'per_seed': {str(s): one(r) for s, r in zip(seeds, runs)}}
+    # the targets read the mean over training seeds (with one seed: that seed's mean over test tasks)
+    summary = seed_summary(runs)
+    out['across_seeds'] = {'returns_after_steps': {k: v['mean_ci'] for k, v in summary['curves'].items()}, 'metrics': summary['metrics'], 'references': summary['references']}
+    final = {k: v[-1][0] for k, v in out['across_seeds']['returns_after_steps'].items()}
+    K, algos = runs[0]['config']['test_steps'], runs[0]['config']['algorithms']
+    out['targets'] = {f'{a} normalized return after {K} steps >= 0.9': summary['metrics'][a]['normalized_return'][0] >= 0.9 for a in algos}
+    out['targets'].update({f'{a} beats multi-task PPO after {K} steps': final[a] > final['multitask_ppo'] for a in algos})
+    return out
 
 def _bench(args) -> int:
+    if args.what == 'api':
+        from lwmecps_nb.api import bench_api
+        kw = dict(clients=4, requests_per_client=3, train_episodes=8, env_config='tiny', num_envs=2, rounds=1) if args.quick else \
+             dict(clients=args.clients, requests_per_client=args.requests, train_episodes=args.train_episodes, env_config=_json_arg(args.env_config, 'env-config'))
+        res = bench_api(seed=args.seed, **kw)
+        if args.json: print(json.dumps(res)); return 0
+        l, t = res['latency_ms'], res['training']
+        print(f"REST API, {res['clients']} concurrent clients x {res['requests_per_client']} creates and gets: "
+              f"create p50 {l['create']['p50']:.1f} ms, p99 {l['create']['p99']:.1f} ms; get p50 {l['get']['p50']:.1f} ms, p99 {l['get']['p99']:.1f} ms; "
+              f"{res['requests_per_s']:.0f} requests/s; errors: {len(res['errors'])}")
+        print(f"PPO, {t['episodes']} episodes on {t['env_config']}: direct {t['direct_s']:.2f} s, through the server {t['through_server_s']:.2f} s "
+              f"(overhead {100 * t['overhead']:+.1f}%; as a polling client sees it {t['through_server_client_wall_s']:.2f} s, {100 * t['overhead_client_wall']:+.1f}%), median of {t['rounds']}")
+        print('  targets: ' + ', '.join(f"{k}: {'met' if v else 'NOT met'}" for k, v in res['targets'].items()))
+        return 0
     if args.what == 'meta-rl':
         res = _bench_meta_rl(args)
         if args.json: print(json.dumps(res)); return 0
         c = res['config']
         print(f"Meta-RL on {len(res['tasks'])} test clusters ({', '.join(res['tasks'][-1:])} and held-out tasks), {c['iterations']} meta-iterations "
-              f"(meta-batch {c['meta_batch_size']}, {c['trajectories']} episodes per task), adaptation step {c['inner_lr']}, seed {c['seed']}, eval seed {c['eval_seed']}.")
-        print('Mean sampled episode return ± 95% CI over test tasks after k adaptation steps:\n')
-        print(_meta_table([(k, v) for k, v in res['returns_after_steps'].items()]))
-        ref = res['references']
-        print(f"\nPPO from scratch ({c['scratch_episodes']} episodes per task): {ref['scratch'][0]:.1f} ± {ref['scratch'][1]:.1f}; "
-              f"HPA: {ref['hpa'][0]:.1f} ± {ref['hpa'][1]:.1f}; random: {ref['random'][0]:.1f} ± {ref['random'][1]:.1f}\n")
-        for k, m in res['metrics'].items():
-            print(f"  {k:16s} adaptation_accuracy {m['adaptation_accuracy']:.2f}  normalized_return {m['normalized_return']:.2f}  "
-                  f"adaptation_speed {m['adaptation_speed']}  budget {res['budgets_episodes'].get(k, 0):,} episodes")
-        for k, v in res['per_iteration'].items():
-            print(f"  {k:16s} {v['seconds'] * 1000:7.0f} ms per meta-iteration, peak saved for backward {v['peak_saved_bytes'] / 1e6:6.1f} MB")
+              f"(meta-batch {c['meta_batch_size']}, {c['trajectories']} episodes per task), adaptation step {c['inner_lr']}, eval seed {c['eval_seed']}.")
+        for seed, r in res['per_seed'].items():
+            print(f'\nTraining seed {seed}: mean sampled episode return ± 95% CI over test tasks after k adaptation steps:\n')
+            print(_meta_table([(k, v) for k, v in r['returns_after_steps'].items()]))
+            ref = r['references']
+            print(f"\nPPO from scratch ({c['scratch_episodes']} episodes per task): {ref['scratch'][0]:.1f} ± {ref['scratch'][1]:.1f}; "
+                  f"HPA: {ref['hpa'][0]:.1f} ± {ref['hpa'][1]:.1f}; random: {ref['random'][0]:.1f} ± {ref['random'][1]:.1f}\n")
+            for k, m in r['metrics'].items():
+                print(f"  {k:16s} adaptation_accuracy {m['adaptation_accuracy']:.2f}  normalized_return {m['normalized_return']:.2f}  "
+                      f"adaptation_speed {m['adaptation_speed']}  budget {r['budgets_episodes'].get(k, 0):,} episodes  step size {r['step_sizes'].get(k)}")
+            for k, v in r['per_iteration'].items():
+                print(f"  {k:16s} {v['seconds'] * 1000:7.0f} ms per meta-iteration, peak saved for backward {v['peak_saved_bytes'] / 1e6:6.1f} MB")
+        if len(res['per_seed']) > 1:
+            print(f"\nAcross training seeds {c['seeds']}: task-mean return per seed, mean ± 95% CI over seeds:\n")
+            print(_meta_table([(k, v) for k, v in res['across_seeds']['returns_after_steps'].items()]))
         print('  targets: ' + ', '.join(f"{k}: {'met' if v else 'NOT met'}" for k, v in res['targets'].items()))
         return 0
     if args.what == 'meta':
@@ -197,6 +222,24 @@ def _json_arg(text:str|None, what:str):
 
 def _fail(msg): raise ValueError(msg)
 
+def _tracked(args, kind:str, name:str, config:dict):
+    "The command's W&B run: with `--wandb on`, or `auto` and WANDB_API_KEY set (offline without a key); else one that records nothing."
+    from lwmecps_nb.core import get_settings
+    from lwmecps_nb.tracking import TrackedRun, Tracker
+    s = get_settings()
+    if not (args.wandb == 'on' or (args.wandb == 'auto' and s.wandb_api_key)): return TrackedRun(None, 'disabled')
+    import uuid
+    return Tracker(s).start(kind, f'cli-{uuid.uuid4().hex[:12]}', name, config)
+
+def _log_to(run, kind:str, algorithm:str|None=None):
+    "A learner callback that logs each episode's (or meta-iteration's) metrics to `run` under the spec's names."
+    from lwmecps_nb.tracking import tracked_metrics
+    step = [0]
+    def callback(m):
+        step[0] += 1
+        run.log(tracked_metrics(kind, m, algorithm), step=step[0])
+    return callback
+
 _PPO_FLAGS = ('learning_rate', 'discount_factor', 'entropy_coef', 'num_envs', 'n_steps', 'batch_size', 'n_epochs', 'device')
 
 def _train(args) -> int:
@@ -209,8 +252,10 @@ def _train(args) -> int:
     hp.update(total_episodes=args.episodes, seed=args.seed)
     cfg = PPOConfig.from_dict(hp)
     env = make_env(env_config)
-    res = train_ppo(env_config, cfg, progress=not args.json)
+    run = _tracked(args, 'training', f'ppo on {args.env_config}'[:80], {'env_config': env_config, **cfg.to_dict()})
+    res = train_ppo(env_config, cfg, progress=not args.json, callback=_log_to(run, 'training'))
     ev = evaluate(policy_from(res.model), env, episodes=args.eval_episodes, seed=args.eval_seed)
+    run.finish({f'eval/{k}': m for k, (m, _) in ev.summary().items()})
     table = [ev] + [evaluate(p, env, episodes=args.eval_episodes, seed=args.eval_seed) for p in baseline_policies(args.seed)]
     summary = {r.policy: {k: {'mean': m, 'ci95': h} for k, (m, h) in r.summary().items()} for r in table}
     path = res.save(args.out, metrics={'evaluation': summary, 'eval_seed': args.eval_seed, 'eval_episodes': args.eval_episodes})
@@ -233,7 +278,9 @@ def _transfer(args) -> int:
     cfg = TransferConfig(transfer_type=args.transfer_type, frozen_layers=frozen, learning_rate=args.learning_rate,
                          total_episodes=args.episodes, seed=args.seed, num_envs=args.num_envs)
     src = load_model(args.source)
-    res = transfer_learn(src, env_config, cfg, progress=not args.json)
+    run = _tracked(args, 'transfer', f'{args.transfer_type} to {args.env_config}', {'source': str(args.source), 'env_config': env_config, **cfg.to_dict()})
+    res = transfer_learn(src, env_config, cfg, progress=not args.json, callback=_log_to(run, 'transfer'))
+    run.finish({f'transfer/{k}': v for k, v in res.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     env = make_env(env_config)
     evals = [evaluate(policy_from(src.model, 'source (not adapted)'), env, episodes=args.eval_episodes, seed=args.eval_seed),
              evaluate(policy_from(res.model, f'{args.transfer_type}'), env, episodes=args.eval_episodes, seed=args.eval_seed),
@@ -290,10 +337,14 @@ def _meta(args) -> int:
     cfg = default_rollout(source, trajectories=args.trajectories)
     for k in ('iterations', 'meta_batch_size', 'adaptation_steps', 'test_steps', 'held_out', 'trajectories'):
         if getattr(args, k) < (0 if k == 'test_steps' else 1): _fail(f"--{k.replace('_', '-')} must be at least {0 if k == 'test_steps' else 1}")
+    run = _tracked(args, 'meta', args.algorithm, {k: getattr(args, k) for k in ('algorithm', 'inner_lr', 'outer_lr', 'adaptation_steps', 'meta_batch_size',
+                                                                               'iterations', 'trajectories', 'seed')} | {'task_distribution': dist.config})
     res = meta_train_rl(source, args.algorithm, iterations=args.iterations, inner_lr=args.inner_lr, outer_lr=args.outer_lr,
-                        adaptation_steps=args.adaptation_steps, meta_batch_size=args.meta_batch_size, cfg=cfg, seed=args.seed, progress=not args.json)
+                        adaptation_steps=args.adaptation_steps, meta_batch_size=args.meta_batch_size, cfg=cfg, seed=args.seed, progress=not args.json,
+                        callback=_log_to(run, 'meta', args.algorithm))
     held = dist.held_out()[:args.held_out]
     curve = adaptation_returns(res.model, source, held, steps=args.test_steps, step_sizes=args.inner_lr, cfg=cfg, seed=args.eval_seed)
+    run.finish({f'{args.algorithm}/held_out_return_after_{k}': float(v) for k, v in enumerate(curve.mean(0))})
     torch.manual_seed(args.seed); init = source.make_model()  # the initialisation meta-training started from
     curve0 = adaptation_returns(init, source, held, steps=args.test_steps, step_sizes=args.inner_lr, cfg=cfg, seed=args.eval_seed)
     hpa = np.array([evaluate(HPAAutoscaler(), make_env(t), episodes=args.eval_episodes, seed=args.eval_seed).episodes['return'].mean() for t in held])
@@ -341,6 +392,10 @@ def _adapt(args) -> int:
     cfg = default_rollout(source, trajectories=args.trajectories)
     task = Task(spec.name or 'target', 'target', spec)
     curve, params = adaptation_returns(model, source, [task] * args.repeats, steps=args.steps, step_sizes=inner_lr, cfg=cfg, seed=args.seed, return_params=True)
+    algo = str(ck.get('model_type', 'meta')).replace('meta-', '')
+    run = _tracked(args, 'meta', f'adapt {algo} to {spec.name}', {'model': str(args.model), 'env': spec.name, 'steps': args.steps, 'inner_lr': inner_lr})
+    for k, v in enumerate(curve.mean(0)): run.log({f'{algo}/adaptation_return': float(v)}, step=k)
+    run.finish({f'{algo}/adaptation_return_after_{args.steps}': float(curve[:, -1].mean())})
     hpa = evaluate(HPAAutoscaler(), make_env(spec, max_episode_steps=horizon), episodes=args.eval_episodes, seed=args.seed).episodes['return']
     rows = [mean_ci(c) for c in curve.T]
     out = None
@@ -359,6 +414,29 @@ def _adapt(args) -> int:
           f"{args.trajectories} fresh episodes per step, {args.repeats} independent repeats (seed {args.seed}); mean ± 95% CI over repeats.\n")
     print(_meta_table([(f'{spec.name}', rows)]))
     print(f'\nHPA autoscaler on {spec.name}: {mean_ci(hpa)[0]:.1f} ± {mean_ci(hpa)[1]:.1f}' + (f'\nSaved the first repeat\'s adapted policy to {out}' if out else ''))
+    return 0
+
+# %% ../nbs/16_cli.ipynb #f0069be6
+def _serve(args) -> int:
+    import uvicorn
+    from lwmecps_nb.api import create_app
+    if args.max_concurrent < 1: _fail('--max-concurrent must be at least 1')
+    if args.host not in ('127.0.0.1', 'localhost', '::1'):
+        print(f'lwmecps-nb: serving on {args.host}: the API has no authentication; put it behind your cluster\'s ingress and auth', file=sys.stderr)
+    uvicorn.run(create_app(max_concurrent=args.max_concurrent), host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+def _db(args) -> int:
+    from lwmecps_nb.core import get_settings
+    from lwmecps_nb.store import EmbeddedMongo
+    s = get_settings()
+    srv = EmbeddedMongo(s.home / 'mongodb')
+    if args.action == 'start': print(srv.start()); return 0
+    if args.action == 'stop':
+        print('stopped' if srv.stop() else 'not running'); return 0
+    st = srv.status()
+    if s.mongodb_url: print('MONGODB_URL is set: the embedded server is not used')
+    print(f"running at mongodb://{st['host']}:{st['port']} (pid {st['pid']}, data in {srv.data_dir})" if st else f'not running (data in {srv.data_dir})')
     return 0
 
 # %% ../nbs/16_cli.ipynb #b258d683
@@ -431,8 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument('--out', help='save the adapted policy (first repeat) here')
     a.add_argument('--json', action='store_true', help='print one JSON object')
     a.set_defaults(func=_adapt)
-    b = sub.add_parser('bench', help='measure performance (env: environment throughput; ppo: against Stable-Baselines3; meta: meta-learners on sinusoids; meta-rl: meta-learners on clusters)')
-    b.add_argument('what', choices=['env', 'ppo', 'meta', 'meta-rl'], help='what to benchmark')
+    b = sub.add_parser('bench', help='measure performance (env: environment throughput; ppo: against Stable-Baselines3; meta: meta-learners on sinusoids; meta-rl: meta-learners on clusters; api: the REST server)')
+    b.add_argument('what', choices=['env', 'ppo', 'meta', 'meta-rl', 'api'], help='what to benchmark')
     b.add_argument('--json', action='store_true', help='print one JSON object')
     b.add_argument('--seconds', type=float, default=1.0, help='env: measuring time per configuration (default 1.0)')
     b.add_argument('--quick', action='store_true', help='env: 0.3 s per configuration; meta: at most 200 iterations on small meta-batches (smoke tests)')
@@ -441,8 +519,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--seed', type=int, default=0, help='ppo, meta: training seed (default 0)')
     b.add_argument('--eval-episodes', type=int, default=10, help='ppo: evaluation episodes (default 10)')
     b.add_argument('--iterations', type=int, default=None, help='meta: sinusoid meta-iterations (default 5000); meta-rl: meta-iterations per algorithm (default 150)')
-    b.add_argument('--seeds', default=None, help='meta: comma-separated training seeds for the sinusoid reproduction (default: --seed); the targets use their mean')
+    b.add_argument('--seeds', default=None, help='meta, meta-rl: comma-separated training seeds (default: --seed); the targets use their mean')
+    b.add_argument('--clients', type=int, default=20, help='api: concurrent HTTP clients (default 20)')
+    b.add_argument('--requests', type=int, default=10, help='api: creates and gets per client (default 10)')
+    b.add_argument('--train-episodes', type=int, default=200, help='api: PPO episodes timed through the server and directly (default 200)')
     b.set_defaults(func=_bench)
+    for sp in (t, x, m, a):
+        sp.add_argument('--wandb', choices=['auto', 'on', 'off'], default='auto',
+                        help='W&B run for this command: auto = when WANDB_API_KEY is set; on = always (offline without a key); off')
+    s = sub.add_parser('serve', help='run the REST server (tasks under /api/training, docs at /docs)')
+    s.add_argument('--host', default='127.0.0.1', help='listen address (default 127.0.0.1)')
+    s.add_argument('--port', type=int, default=8010, help='port (default 8010)')
+    s.add_argument('--max-concurrent', type=int, default=2, help='tasks executing at once (default 2)')
+    s.set_defaults(func=_serve)
+    d = sub.add_parser('db', help='the embedded MongoDB-wire server used when MONGODB_URL is unset (data under LWMECPS_HOME/mongodb)')
+    d.add_argument('action', choices=['status', 'start', 'stop'])
+    d.set_defaults(func=_db)
     return p
 
 def main(argv:Sequence[str]|None=None) -> int:

@@ -28,7 +28,7 @@ __all__ = ['log', 'RolloutConfig', 'default_rollout', 'Episodes', 'sample_episod
            'policy_gradient_loss', 'ClusterTaskSource', 'Navigation2DVectorEnv', 'GaussianMLPPolicy', 'NavigationTask',
            'Navigation2DTaskSource', 'RLTask', 'RLMetaBatch', 'MetaRLTasks', 'policy_gradient_step',
            'adaptation_returns', 'rl_adaptation_metrics', 'MetaRLResult', 'meta_train_rl', 'pretrain_rl',
-           'cluster_meta_benchmark', 'navigation_benchmark']
+           'held_out_metrics', 'cluster_meta_benchmark', 'seed_summary', 'navigation_benchmark']
 
 # %% ../nbs/10_meta_rl.ipynb #347837f5
 @dataclass
@@ -342,13 +342,14 @@ def rl_adaptation_metrics(curve:np.ndarray, # (tasks, K + 1) returns after 0..K 
     ref = np.broadcast_to(np.asarray(reference, dtype=float), curve.shape[:1]); rnd = np.broadcast_to(np.asarray(random, dtype=float), curve.shape[:1])
     r0, rk = curve[:, 0], curve[:, -1]
     gap = ref - r0
-    acc = np.where(gap > 1e-9, (rk - r0) / np.where(gap > 1e-9, gap, 1.), (rk >= ref).astype(float))
+    gain = np.where(gap > 1e-9, (rk - r0) / np.where(gap > 1e-9, gap, 1.), (rk >= ref).astype(float))
+    acc = np.clip(gain, -1., 1.)
     span = np.where(np.abs(ref - rnd) > 1e-9, ref - rnd, np.nan)
     norm = (curve - rnd[:, None]) / span[:, None]
     mean_norm = np.nanmean(norm, 0)
     reached = np.flatnonzero(mean_norm >= threshold)
     fams = list(families) if families is not None else ['all'] * len(curve)
-    return {'adaptation_accuracy': float(acc.mean()), 'adaptation_accuracy_per_task': acc,
+    return {'adaptation_accuracy': float(acc.mean()), 'adaptation_accuracy_per_task': acc, 'adaptation_gain_per_task': gain,
             'normalized_return': float(mean_norm[-1]), 'normalized_curve': mean_norm,
             'adaptation_speed': int(reached[0]) if len(reached) else None,
             'task_performance': {f: float(np.mean([r for r, g in zip(rk, fams) if g == f])) for f in dict.fromkeys(fams)}}
@@ -412,7 +413,36 @@ def pretrain_rl(source, iterations:int=100, lr:float=1e-3, tasks_per_batch:int=2
         if callback is not None and callback(m) is False: break
     return model
 
+# %% ../nbs/10_meta_rl.ipynb #d2c78410
+def held_out_metrics(model:nn.Module, # the meta-learned policy
+                     source:ClusterTaskSource, # its task source
+                     tasks:Sequence|None=None, # the tasks; default the first `n_tasks` held-out tasks of the distribution
+                     n_tasks:int=4, steps:int=5, # tasks and adaptation steps K
+                     step_size:float=0.5, # the adaptation step (the meta-training inner_lr)
+                     cfg:RolloutConfig|None=None, # default `default_rollout(source)`
+                     scratch_episodes:int=100, # the reference's PPO budget per task
+                     seed:int=0, eval_seed:int=1000,
+                    ) -> dict:
+    "Adaptation curve of `model` on held-out cluster tasks, against PPO from scratch and random: the RL metrics."
+    from lwmecps_nb.baselines import RandomPolicy, evaluate
+    from lwmecps_nb.ppo import PPOConfig, train_ppo
+    from lwmecps_nb.tasks import make_env
+    tasks = list(source.held_out()[:n_tasks]) if tasks is None else list(tasks)
+    cfg = cfg or default_rollout(source)
+    curve = adaptation_returns(model, source, tasks, steps=steps, step_sizes=step_size, cfg=cfg, seed=eval_seed)
+    rnd = np.array([evaluate(RandomPolicy(seed), make_env(t), episodes=5, seed=eval_seed).episodes['return'].mean() for t in tasks])
+    ref = np.array([adaptation_returns(train_ppo(t, PPOConfig(total_episodes=scratch_episodes, seed=seed, num_envs=min(16, scratch_episodes)), progress=False).model,
+                                       source, [t], steps=0, cfg=cfg, seed=eval_seed)[0, 0] for t in tasks])
+    return {'tasks': [t.name for t in tasks], 'curve': curve, 'scratch': ref, 'random': rnd,
+            **rl_adaptation_metrics(curve, ref, rnd, [t.family for t in tasks])}
+
 # %% ../nbs/10_meta_rl.ipynb #cc3c85d4
+def _best_schedule(model, source, goals, grid, steps, cfg, seed):
+    "The step-size schedule of `grid` with the best mean return after `steps` steps on `goals`, and that return."
+    scores = [(float(adaptation_returns(model, source, goals, steps=steps, step_sizes=s, cfg=cfg, seed=seed)[:, steps].mean()), s) for s in grid]
+    best = max(scores, key=lambda x: x[0])
+    return best[1], best[0]
+
 def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit_fomaml'), # meta-learners to train
                            distribution:TaskDistribution|dict|str|None=None, # default: the spec's task distribution
                            iterations:int=150, # meta-iterations per algorithm
@@ -421,8 +451,11 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
                            test_steps:int=5, # K of the adaptation curves
                            n_held_out:int=16, # held-out tasks to test on (cluster-b is added)
                            scratch_episodes:int=100, # PPO-from-scratch budget per test task (the reference)
-                           multitask_episodes:int=6000, # multi-task PPO budget
+                           multitask_episodes:int|None=None, # multi-task PPO budget; None: a meta-learner's (iterations x meta_batch_size x trajectories x 2)
                            multitask_tasks:int=16, # training tasks multi-task PPO trains on (one environment each)
+                           finetune_step_sizes:Sequence[float]=(0.1, 0.25, 0.5, 1.0), # step sizes tried for the untrained and multi-task PPO policies
+                           n_validation:int=8, # training-distribution tasks those step sizes are chosen on (never the test tasks)
+                           algorithm_options:dict|None=None, # per-algorithm `MetaLearner` options, iMAML's `imaml_lambda` defaults to 1 / (inner_lr x adaptation_steps)
                            seed:int=0, eval_seed:int=1000, progress:bool=True,
                           ) -> dict:
     "Meta-learners against PPO from scratch, multi-task PPO, HPA and random on held-out clusters; curves, metrics, timings."
@@ -437,11 +470,23 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
     cb = preset('cluster-b')
     tests = list(dist.held_out()[:n_held_out]) + [Task('cluster-b', 'preset', replace(cb, max_pods=dist.base.max_pods))]
     names, fams = [t.name for t in tests], [t.family for t in tests]
-    curve_of = lambda model: adaptation_returns(model, source, tests, steps=test_steps, step_sizes=inner_lr, cfg=cfg, seed=eval_seed)
+    meta_budget = iterations * meta_batch_size * trajectories * 2
+    multitask_episodes = meta_budget if multitask_episodes is None else int(multitask_episodes)
+    algorithm_options = {k: dict(v) for k, v in (algorithm_options or {}).items()}
+    algorithm_options.setdefault('implicit_fomaml', {}).setdefault('imaml_lambda', 1 / (inner_lr * algorithm_options['implicit_fomaml'].get('adaptation_steps', adaptation_steps)))
+    val = list(dist.sample(n_validation, seed=seed + 4_242))
+    def curve_of(model, name=None):
+        "Meta-learners adapt at their meta-training step size; other policies at the validation-chosen one."
+        sizes = inner_lr
+        if name is not None:
+            sched, score = _best_schedule(model, source, val, [(s,) for s in finetune_step_sizes], test_steps, cfg, eval_seed + 1)
+            sizes = out['step_sizes'][name] = sched[0]
+        return adaptation_returns(model, source, tests, steps=test_steps, step_sizes=sizes, cfg=cfg, seed=eval_seed)
     out = dict(config=dict(algorithms=list(algorithms), iterations=iterations, inner_lr=inner_lr, outer_lr=outer_lr, meta_batch_size=meta_batch_size,
                            adaptation_steps=adaptation_steps, trajectories=trajectories, test_steps=test_steps, scratch_episodes=scratch_episodes,
                            multitask_episodes=multitask_episodes, seed=seed, eval_seed=eval_seed, task_distribution=dist.config),
-               tasks=names, families=fams, curves={}, budgets_episodes={}, wall_s={}, per_iteration={})
+               tasks=names, families=fams, curves={}, budgets_episodes={}, wall_s={}, per_iteration={}, step_sizes={})
+    out['config'].update(multitask_episodes=multitask_episodes, finetune_step_sizes=list(finetune_step_sizes), algorithm_options=algorithm_options)
     out['random'] = np.array([evaluate(RandomPolicy(seed), make_env(t), episodes=5, seed=eval_seed).episodes['return'].mean() for t in tests])
     out['hpa'] = np.array([evaluate(HPAAutoscaler(), make_env(t), episodes=5, seed=eval_seed).episodes['return'].mean() for t in tests])
     t0 = time.perf_counter()
@@ -452,17 +497,19 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
     out['scratch'] = np.array(ref); out['wall_s']['scratch_ppo_per_task'] = (time.perf_counter() - t0) / len(tests)
     out['budgets_episodes']['scratch_ppo'] = scratch_episodes
     torch.manual_seed(seed); init = source.make_model()
-    out['curves']['untrained'] = curve_of(init)
+    out['curves']['untrained'] = curve_of(init, 'untrained')
     t0 = time.perf_counter()
     mt = train_ppo(list(dist.sample(multitask_tasks, seed=seed + 77)), PPOConfig(total_episodes=multitask_episodes, seed=seed), progress=progress)
     out['wall_s']['multitask_ppo'] = time.perf_counter() - t0; out['budgets_episodes']['multitask_ppo'] = multitask_episodes
-    out['curves']['multitask_ppo'] = curve_of(mt.model)
+    out['curves']['multitask_ppo'] = curve_of(mt.model, 'multitask_ppo')
     for algo in algorithms:
         t0 = time.perf_counter()
-        res = meta_train_rl(source, algo, iterations=iterations, inner_lr=inner_lr, outer_lr=outer_lr, adaptation_steps=adaptation_steps,
-                            meta_batch_size=meta_batch_size, cfg=cfg, seed=seed, progress=progress)
+        opts = dict(algorithm_options.get(algo, {}))
+        res = meta_train_rl(source, algo, iterations=iterations, inner_lr=inner_lr, outer_lr=outer_lr, adaptation_steps=opts.pop('adaptation_steps', adaptation_steps),
+                            meta_batch_size=meta_batch_size, cfg=cfg, seed=seed, progress=progress, **opts)
+        out['step_sizes'][algo] = inner_lr
         out['wall_s'][algo] = time.perf_counter() - t0
-        out['budgets_episodes'][algo] = iterations * meta_batch_size * trajectories * 2
+        out['budgets_episodes'][algo] = meta_budget
         peak, _ = peak_saved_bytes(res.learner.meta_gradient, MetaRLTasks(source, cfg, seed + 999)(meta_batch_size))
         out['per_iteration'][algo] = dict(seconds=float(np.median([h['step_time_s'] for h in res.history])), peak_saved_bytes=int(peak))
         out['curves'][algo] = curve_of(res.model)
@@ -470,13 +517,24 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
     out['metrics'] = {k: rl_adaptation_metrics(c, out['scratch'], out['random'], fams) for k, c in out['curves'].items()}
     return out
 
-# %% ../nbs/10_meta_rl.ipynb #dcb9151b
-def _best_schedule(model, source, goals, grid, steps, cfg, seed):
-    "The step-size schedule of `grid` with the best mean return after `steps` steps on `goals`, and that return."
-    scores = [(float(adaptation_returns(model, source, goals, steps=steps, step_sizes=s, cfg=cfg, seed=seed)[:, steps].mean()), s) for s in grid]
-    best = max(scores, key=lambda x: x[0])
-    return best[1], best[0]
+# %% ../nbs/10_meta_rl.ipynb #415a2c1c
+def seed_summary(runs:Sequence[dict], # `cluster_meta_benchmark` results, one per training seed
+                ) -> dict:
+    "Across training seeds: per method, the task-mean curve of every seed, their mean and 95% CI over seeds; metrics and references alike."
+    from lwmecps_nb.baselines import mean_ci
+    if not runs: raise ValueError('runs is empty: pass one cluster_meta_benchmark result per training seed')
+    methods = list(runs[0]['curves'])
+    if any(list(r['curves']) != methods for r in runs): raise ValueError('the runs compare different methods; run every seed with the same algorithms')
+    out = {'seeds': [r['config']['seed'] for r in runs], 'curves': {}, 'metrics': {}, 'references': {}}
+    for k in methods:
+        per = np.stack([r['curves'][k].mean(0) for r in runs])
+        out['curves'][k] = {'per_seed': per, 'mean_ci': [mean_ci(c) for c in per.T]}
+        out['metrics'][k] = {m: mean_ci([r['metrics'][k][m] for r in runs]) for m in ('adaptation_accuracy', 'normalized_return')}
+    for k in ('scratch', 'hpa', 'random'):
+        out['references'][k] = mean_ci([float(np.mean(r[k])) for r in runs])
+    return out
 
+# %% ../nbs/10_meta_rl.ipynb #dcb9151b
 def navigation_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit_fomaml'),
                          iterations:int=1000, # meta-iterations (and pretraining updates)
                          eval_every:int=100, # validation checkpoints

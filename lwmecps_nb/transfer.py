@@ -182,7 +182,7 @@ def transfer_learn(source, # path of a saved model, a `LoadedModel`, or an `Acto
         out = {'transfer/episode_reward': m['episode_reward'], 'transfer/parameter_distance': parameter_distance(source_copy, model)['total'], **m}
         if scratch_returns is not None and random_return is not None:
             area = sum(s - random_return for s in scratch_returns[:k])
-            out['transfer/transfer_metric'] = sum(r - random_return for r in returns) / area if area > 0 else float('nan')
+            if area > 0: out['transfer/transfer_metric'] = sum(r - random_return for r in returns) / area  # undefined (left out) while scratch is no better than random
         log.info(f'Transfer learning progress: {100 * k / cfg.total_episodes:.2f}%')
         return callback(out) if callback is not None else None
     def thaw(trainer):

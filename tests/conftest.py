@@ -20,3 +20,28 @@ def script(name: str) -> str:
 @pytest.fixture(scope='session')
 def root() -> Path:
     return ROOT
+
+
+def _embedded_servers() -> set:
+    "pids of embedded MongoDB-wire servers (nx-27017) whose data folder is under the temp folder."
+    import tempfile
+    found = set()
+    for p in Path('/proc').iterdir():
+        if not p.name.isdigit(): continue
+        try: cmd = (p / 'cmdline').read_bytes().split(b'\0')
+        except OSError: continue
+        if any(b'nx_27017' in c for c in cmd) and b'--data-dir' in cmd:
+            folder = cmd[cmd.index(b'--data-dir') + 1].decode(errors='replace')
+            if folder.startswith(tempfile.gettempdir()): found.add(int(p.name))
+    return found
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _no_leftover_embedded_servers():
+    "A notebook or test that fails before stopping its embedded server would leave it running (it runs detached): stop those at the end."
+    import signal
+    before = _embedded_servers()
+    yield
+    for pid in _embedded_servers() - before:
+        try: os.kill(pid, signal.SIGTERM)
+        except OSError: pass

@@ -14,7 +14,7 @@ def run(*args, timeout=600):
 def test_help_lists_subcommands():
     r = run('--help')
     assert r.returncode == 0
-    for cmd in ('demo', 'train', 'transfer', 'meta', 'adapt', 'bench'):
+    for cmd in ('demo', 'train', 'transfer', 'meta', 'adapt', 'bench', 'serve', 'db'):
         assert cmd in r.stdout
 
 
@@ -162,3 +162,37 @@ def test_bench_meta_rl_quick_reports_every_method():
     # second order keeps the inner graph: more memory saved for backward than first order
     assert res['per_iteration']['maml']['peak_saved_bytes'] > res['per_iteration']['fomaml']['peak_saved_bytes']
     assert {'scratch', 'hpa', 'random'} == set(res['references'])
+
+
+def test_db_command_starts_reports_and_stops_the_embedded_server(tmp_path):
+    import os
+    env = {**os.environ, 'LWMECPS_HOME': str(tmp_path)}
+    env.pop('MONGODB_URL', None)
+    db = lambda action: subprocess.run([script('lwmecps-nb'), 'db', action], capture_output=True, text=True, timeout=120, env=env)
+    assert 'not running' in db('status').stdout
+    started = db('start')
+    assert started.returncode == 0 and started.stdout.startswith('mongodb://127.0.0.1:'), started.stderr
+    assert f"running at {started.stdout.strip()}" in db('status').stdout
+    assert db('stop').stdout.strip() == 'stopped'
+    assert 'not running' in db('status').stdout and db('stop').stdout.strip() == 'not running'
+
+
+def test_train_logs_one_wandb_run_through_the_tracking_module(tmp_path):
+    import os
+    env = {**os.environ, 'LWMECPS_HOME': str(tmp_path), 'WANDB_MODE': 'offline'}
+    r = subprocess.run([script('lwmecps-nb'), 'train', '--env-config', 'tiny', '--episodes', '4', '--num-envs', '2', '--eval-episodes', '1',
+                        '--out', str(tmp_path / 'm.pt'), '--json', '--wandb', 'on'], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    runs = sorted((tmp_path / 'wandb' / 'wandb').glob('offline-run-*-training-cli-*'))
+    assert len(runs) == 1 and any(runs[0].rglob('*.wandb'))
+    r = subprocess.run([script('lwmecps-nb'), 'train', '--env-config', 'tiny', '--episodes', '2', '--num-envs', '2', '--eval-episodes', '1',
+                        '--out', str(tmp_path / 'm2.pt'), '--json'], capture_output=True, text=True, timeout=300, env={**env, 'WANDB_API_KEY': ''})
+    assert r.returncode == 0 and len(list((tmp_path / 'wandb' / 'wandb').glob('offline-run-*'))) == 1  # auto without a key: no run
+
+
+def test_bench_api_quick_measures_latency_and_overhead():
+    r = run('bench', 'api', '--quick', '--json', timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res['errors'] == [] and res['latency_ms']['create']['n'] == 12 and res['latency_ms']['get']['p50'] > 0
+    assert res['training']['direct_s'] > 0 and res['training']['through_server_s'] > 0 and 'overhead' in res['training']

@@ -43,3 +43,24 @@ def test_import_registers_the_environments():
     env = gym.make('lwmecps_nb/KubeMEC-v0')
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
+
+
+def test_a_lower_module_never_imports_a_higher_one():
+    "ARCHITECTURE.md: the notebooks' numbers order the modules; imports (function-level ones included) only point down."
+    import ast
+    from conftest import ROOT
+    import json
+    order = {}
+    for nb in (ROOT / 'nbs').glob('[0-9][0-9]_*.ipynb'):
+        for cell in json.loads(nb.read_text())['cells']:
+            for line in ''.join(cell['source']).splitlines():
+                if line.startswith('#| default_exp'): order[line.split()[-1]] = int(nb.name[:2])
+    assert {'core', 'meta_rl', 'store', 'runner', 'api', 'cli'} <= set(order)
+    for mod, rank in order.items():
+        tree = ast.parse((ROOT / 'lwmecps_nb' / f'{mod}.py').read_text())
+        for node in ast.walk(tree):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for n in names:
+                if n.startswith('lwmecps_nb.'):
+                    dep = n.split('.')[1]
+                    assert order.get(dep, -1) <= rank, f'{mod} ({rank:02d}) imports {dep} ({order.get(dep):02d}), a higher module'
