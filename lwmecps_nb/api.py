@@ -181,11 +181,11 @@ def _router(kind:str, path:str, body_model:type[BaseModel]) -> APIRouter:
         return public_task(request.app.state.runner.stop(kind, task_id))
 
     @r.get('/{task_id}/results', summary=f"A {kind} task's per-episode results")
-    def results(task_id: str, request: Request) -> dict:
+    def results(task_id: str, request: Request, skip: int = Query(0, ge=0, le=10**9), limit: int | None = Query(None, ge=1, le=100_000)) -> dict:
         store: TaskStore = request.app.state.store
         d = store.get_task(kind, task_id)
         return {'task_id': str(d['_id']), 'state': d['state'], 'progress': d['progress'], 'current_episode': d['current_episode'],
-                'results': jsonable(store.results(kind, task_id)), 'metrics': d.get('metrics') or {}, 'summary': jsonable(d.get('summary') or {}),
+                'results': jsonable(store.results(kind, task_id, skip, limit)), 'metrics': d.get('metrics') or {}, 'summary': jsonable(d.get('summary') or {}),
                 'error_message': d.get('error_message'), 'model_id': str(d['model_id']) if d.get('model_id') else None}
 
     @r.delete('/{task_id}', status_code=204, summary=f'Delete a {kind} task, its results and its model')
@@ -244,6 +244,7 @@ def bench_api(clients:int=20, # concurrent HTTP clients
               train_episodes:int=200, # budget of the training task timed through the server and directly
               env_config:str|dict='cluster-a', num_envs:int=16, seed:int=0,
               rounds:int=2, # training timed server / direct alternately this many times (medians reported)
+              poll_s:float=0.5, # how often the client asks whether the training task has finished (as a dashboard would)
              ) -> dict:
     "p50 and p99 latency of create and get under concurrent clients, and training time through the server against the library, in one run."
     import os, signal, socket, subprocess, sys, tempfile, threading, time, shutil
@@ -302,12 +303,12 @@ def bench_api(clients:int=20, # concurrent HTTP clients
                 t = time.perf_counter()
                 tid = c.post('/api/training/tasks', json={'name': 'bench-train', **cfg}).json()['id']
                 c.post(f'/api/training/tasks/{tid}/start')
-                while (d := c.get(f'/api/training/tasks/{tid}').json())['state'] in ('pending', 'running'): time.sleep(0.05)
+                while (d := c.get(f'/api/training/tasks/{tid}').json())['state'] in ('pending', 'running'): time.sleep(poll_s)
                 client_s.append(time.perf_counter() - t)
                 if d['state'] != 'completed': raise RuntimeError(f"the benchmark's training task ended {d['state']}: {d.get('error_message')}")
                 import datetime as _dt
                 server_s.append((_dt.datetime.fromisoformat(d['finished_at']) - _dt.datetime.fromisoformat(d['started_at'])).total_seconds())
-        out['training'] = {'episodes': train_episodes, 'env_config': env_config, 'num_envs': num_envs, 'rounds': rounds,
+        out['training'] = {'episodes': train_episodes, 'env_config': env_config, 'num_envs': num_envs, 'rounds': rounds, 'poll_s': poll_s,
                            'direct_s': float(np.median(direct_s)), 'through_server_s': float(np.median(server_s)),
                            'through_server_client_wall_s': float(np.median(client_s)),
                            'overhead': float(np.median(server_s) / np.median(direct_s) - 1),

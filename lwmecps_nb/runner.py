@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_runner.ipynb #5fabcfa4
 from __future__ import annotations
-import datetime as dt, math, shutil, tempfile, threading, time
+import contextlib, datetime as dt, math, shutil, tempfile, threading, time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +32,12 @@ class JobContext:
     run: TrackedRun
     stop_event: threading.Event
     stop_poll_s: float = 1.0 # how often the store's stop flag (set by another process) is read
+    flush_s: float = 0.5 # results are written to the store at least this often (and at every stop and end)
     episode: int = 0
     stopped: bool = False
     _polled: float = field(default=0.0, repr=False)
+    _flushed: float = field(default_factory=time.monotonic, repr=False)
+    _pending: list = field(default_factory=list, repr=False)
 
     @property
     def task_id(self): return self.doc['_id']
@@ -58,12 +61,21 @@ class JobContext:
             if isinstance(v, (int, float, np.floating)) and not math.isfinite(float(v)):
                 raise FloatingPointError(f'{k} became {float(v)} at episode {self.episode}; lower the learning rate (learning_rate, inner_lr or outer_lr)')
         named = tracked_metrics(self.kind, metrics, metrics.get('algorithm') or self.config.get('meta_algorithm'))
-        self.store.record_episode(self.kind, self.task_id, self.episode, named)
+        self._pending.append((self.episode, named))
         self.run.log(named, step=self.episode)
+        if time.monotonic() - self._flushed >= self.flush_s: self.flush()
         if self.should_stop():
             self.stopped = True
+            self.flush()
             return False
         return None
+
+    def flush(self) -> None:
+        "Write the episodes recorded since the last flush (one insert and one update for all of them)."
+        rows, self._pending = self._pending, []
+        self._flushed = time.monotonic()
+        self.store.record_episodes(self.kind, self.task_id, rows, total_episodes=self.doc['total_episodes'])
+        if rows: log.info('%s task %s progress: %.2f%%', self.kind, self.task_id, 100 * min(rows[-1][0], self.doc['total_episodes']) / max(self.doc['total_episodes'], 1))
 
     def save_model(self, path:str|Path) -> None:
         "Store the model file at `path` in GridFS as this task's model."
@@ -148,10 +160,11 @@ class TaskRunner:
                  jobs:dict[str, Callable[[JobContext], dict]]|None=None, # kind -> job; default `JOBS`
                  recover:bool=True, # mark tasks a dead server left running as failed
                  stop_poll_s:float=1.0, # how often a running task reads the store's stop flag
+                 flush_s:float=0.5, # how often a running task writes its new results
                 ):
         if not (isinstance(max_concurrent, int) and max_concurrent >= 1): raise ValueError(f'max_concurrent must be a positive integer, got {max_concurrent!r}')
         self.store, self.tracker, self.jobs = store, tracker or Tracker(), {**JOBS, **(jobs or {})}
-        self.max_concurrent, self.stop_poll_s = max_concurrent, stop_poll_s
+        self.max_concurrent, self.stop_poll_s, self.flush_s = max_concurrent, stop_poll_s, flush_s
         self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix='lwmecps-task')
         self._active: dict[tuple[str, str], tuple[Future, threading.Event]] = {}
         self._lock = threading.Lock()
@@ -215,9 +228,11 @@ class TaskRunner:
                 self._finish(kind, tid, 'cancelled'); return
             run = self.tracker.start(kind, tid, doc.get('name') or tid, {**(doc.get('config') or {}), 'total_episodes': doc.get('total_episodes')})
             self.store.update_task(kind, tid, started_at=_now(), wandb_run_id=run.id)
-            ctx = JobContext(self.store, kind, doc, run, ev, self.stop_poll_s)
+            ctx = JobContext(self.store, kind, doc, run, ev, self.stop_poll_s, self.flush_s)
             log.info('%s task %s started (%s)', kind, tid, doc.get('name'))
-            summary = self.jobs[kind](ctx)
+            try: summary = self.jobs[kind](ctx)
+            finally:
+                with contextlib.suppress(Exception): ctx.flush()  # whatever was measured before an error is kept
             if ctx.stopped:
                 self._finish(kind, tid, 'cancelled', summary=summary)
                 log.info('%s task %s cancelled after %d episodes', kind, tid, ctx.episode)

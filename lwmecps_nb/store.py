@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, datetime as dt, fcntl, json, math, os, signal, socket, subprocess, sys, time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import bson, gridfs, pymongo
 from pymongo import ReturnDocument
@@ -17,8 +17,8 @@ from .core import Settings, get_logger, get_settings
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'KINDS', 'STATES', 'FINAL_STATES', 'RESULTS', 'MODELS', 'EmbeddedMongo', 'connect', 'InvalidTaskId',
-           'TaskNotFound', 'TaskStateError', 'object_id', 'TaskStore']
+__all__ = ['log', 'KINDS', 'STATES', 'FINAL_STATES', 'RESULTS', 'MODELS', 'TIME_FIELDS', 'EmbeddedMongo', 'connect',
+           'InvalidTaskId', 'TaskNotFound', 'TaskStateError', 'object_id', 'TaskStore']
 
 # %% ../nbs/12_store.ipynb #5c726842
 _LAUNCH = 'import sys; from nx_27017.nx_27017 import main; sys.argv[0] = "nx-27017"; sys.exit(main())'
@@ -177,6 +177,19 @@ def object_id(task_id:Any, field:str='task_id') -> bson.ObjectId:
 
 def _now() -> dt.datetime: return dt.datetime.now(dt.timezone.utc)
 
+TIME_FIELDS = ('created_at', 'updated_at', 'started_at', 'finished_at')
+
+def _times(doc:dict|None) -> dict|None:
+    "The document with its time fields as aware UTC datetimes, whatever the server returned for them."
+    # nx-27017 0.8 keeps a datetime inserted with a document, but stores one written by `$set` as text
+    # ('2026-11-29 15:09:16.492000', UTC); a real MongoDB returns datetimes for both.
+    if doc is None: return doc
+    for k in TIME_FIELDS:
+        v = doc.get(k)
+        if isinstance(v, str): v = dt.datetime.fromisoformat(v)
+        if isinstance(v, dt.datetime): doc[k] = v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v.astimezone(dt.timezone.utc)
+    return doc
+
 def _refers_to(oid:bson.ObjectId) -> dict:
     "Query for a field that holds the ObjectId `oid`."
     # A real MongoDB matches {'task_id': oid}. nx-27017 0.8 matches ObjectIds only in `_id` and compares other
@@ -188,8 +201,9 @@ def _refers_to(oid:bson.ObjectId) -> dict:
 class TaskStore:
     "Tasks of the three kinds, their per-episode results and their model files, in one MongoDB database."
     def __init__(self, db:pymongo.database.Database|None=None, # default: `connect()`
+                 metrics_kept:int=1000, # values of each metric kept in the task document (all of them stay in the results)
                 ):
-        self.db = connect() if db is None else db
+        self.db, self.metrics_kept = (connect() if db is None else db), int(metrics_kept)
         self.models = gridfs.GridFSBucket(self.db, bucket_name=MODELS)
         for coll in KINDS.values():
             self.db[coll].create_index([('state', 1), ('created_at', -1)])
@@ -219,7 +233,7 @@ class TaskStore:
         oid = object_id(task_id)
         doc = self._coll(kind).find_one({'_id': oid})
         if doc is None: raise TaskNotFound(f'no {kind} task with id {oid}')
-        return doc
+        return _times(doc)
 
     def list_tasks(self, kind:str, state:str|None=None, # only tasks in this state
                    skip:int=0, limit:int=50, # the page
@@ -228,14 +242,14 @@ class TaskStore:
         if state is not None and state not in STATES: raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
         q = {} if state is None else {'state': state}
         c = self._coll(kind)
-        return list(c.find(q).sort('created_at', -1).skip(int(skip)).limit(int(limit))), c.count_documents(q)
+        return [_times(d) for d in c.find(q).sort('created_at', -1).skip(int(skip)).limit(int(limit))], c.count_documents(q)
 
     def update_task(self, kind:str, task_id, **fields) -> dict:
         "Set fields (and `updated_at`); returns the new document."
         doc = self._coll(kind).find_one_and_update({'_id': object_id(task_id)}, {'$set': {**fields, 'updated_at': _now()}},
                                                    return_document=ReturnDocument.AFTER)
         if doc is None: raise TaskNotFound(f'no {kind} task with id {task_id}')
-        return doc
+        return _times(doc)
 
     def transition(self, kind:str, task_id, to:str, # the new state
                    allowed_from:Iterable[str], # states the task may be in
@@ -248,17 +262,17 @@ class TaskStore:
         if doc is None:
             cur = self.get_task(kind, oid)['state']  # raises TaskNotFound for an unknown id
             raise TaskStateError(f"{kind} task {oid} is {cur}; it can become {to} only from {' or '.join(allowed)}")
-        return doc
+        return _times(doc)
 
     def request_stop(self, kind:str, task_id) -> dict:
         "Ask a running task to stop at its next episode boundary (the runner reads the flag); a pending task is cancelled at once."
         oid = object_id(task_id)
         doc = self._coll(kind).find_one_and_update({'_id': oid, 'state': 'pending'}, {'$set': {'state': 'cancelled', 'finished_at': _now(), 'updated_at': _now()}},
                                                    return_document=ReturnDocument.AFTER)
-        if doc is not None: return doc
+        if doc is not None: return _times(doc)
         doc = self._coll(kind).find_one_and_update({'_id': oid, 'state': 'running'}, {'$set': {'stop_requested': True, 'updated_at': _now()}},
                                                    return_document=ReturnDocument.AFTER)
-        if doc is not None: return doc
+        if doc is not None: return _times(doc)
         raise TaskStateError(f"{kind} task {oid} is {self.get_task(kind, oid)['state']}; only a pending or running task can be stopped")
 
     def stop_requested(self, kind:str, task_id) -> bool:
@@ -277,29 +291,44 @@ class TaskStore:
             with contextlib.suppress(gridfs.errors.NoFile): self.models.delete(doc['model_id'])
 
     # ---- per-episode results -------------------------------------------------------------------------------
+    def record_episodes(self, kind:str, task_id, rows:Sequence[tuple[int, dict]], # (1-based episode or meta-iteration number, its scalar metrics), in order
+                        total_episodes:int|None=None, # what progress counts to; default the task's own (one more read)
+                       ) -> None:
+        "Store episodes' metrics: one result document each, appended to the task's metric lists; `current_episode` and `progress` move to the last."
+        if not rows: return
+        oid = object_id(task_id)
+        total = max(int(self.get_task(kind, oid)['total_episodes'] if total_episodes is None else total_episodes), 1)
+        clean_rows, push = [], {}
+        for episode, metrics in rows:
+            clean = {}
+            for k, v in metrics.items():
+                try: clean[k] = float(v)
+                except (TypeError, ValueError): raise ValueError(f'metric {k!r} of episode {episode} must be a number, got {v!r}') from None
+                if not math.isfinite(clean[k]): raise ValueError(f'metric {k!r} of episode {episode} is {clean[k]}; only finite values are stored')
+            clean_rows.append((int(episode), clean))
+        now = _now()
+        self.db[RESULTS].insert_many([{'task_id': oid, 'kind': kind, 'episode': e, 'metrics': m, 'created_at': now} for e, m in clean_rows])
+        for _, m in clean_rows:
+            for k, v in m.items(): push.setdefault(f'metrics.{k}', []).append(v)
+        last = clean_rows[-1][0]
+        r = self._coll(kind).update_one({'_id': oid}, {'$push': {k: {'$each': v, '$slice': -self.metrics_kept} for k, v in push.items()},
+                                                       '$set': {'current_episode': last, 'progress': round(100.0 * min(last, total) / total, 2), 'updated_at': now}})
+        if r.matched_count == 0: raise TaskNotFound(f'no {kind} task with id {oid}')
+
     def record_episode(self, kind:str, task_id, episode:int, # 1-based episode (or meta-iteration) number
                        metrics:dict[str, float], # this episode's scalar metrics
                       ) -> dict:
-        "Store one episode's metrics: a result document, the task's metric lists, `current_episode` and `progress`."
-        oid = object_id(task_id)
-        task = self.get_task(kind, oid)
-        clean = {}
-        for k, v in metrics.items():
-            try: clean[k] = float(v)
-            except (TypeError, ValueError): raise ValueError(f'metric {k!r} of episode {episode} must be a number, got {v!r}') from None
-            if not math.isfinite(clean[k]): raise ValueError(f'metric {k!r} of episode {episode} is {clean[k]}; only finite values are stored')
-        self.db[RESULTS].insert_one({'task_id': oid, 'kind': kind, 'episode': int(episode), 'metrics': clean, 'created_at': _now()})
-        total = max(int(task['total_episodes']), 1)
-        return self._coll(kind).find_one_and_update(
-            {'_id': oid}, {'$push': {f'metrics.{k}': v for k, v in clean.items()},
-                           '$set': {'current_episode': int(episode), 'progress': round(100.0 * min(episode, total) / total, 2), 'updated_at': _now()}},
-            return_document=ReturnDocument.AFTER)
+        "Store one episode's metrics (see `record_episodes`); returns the task's document."
+        self.record_episodes(kind, task_id, [(episode, metrics)])
+        return self.get_task(kind, task_id)
 
-    def results(self, kind:str, task_id) -> list[dict]:
+    def results(self, kind:str, task_id, skip:int=0, limit:int|None=None, # a page of them; None: all from `skip` on
+               ) -> list[dict]:
         "The task's per-episode results in episode order (an empty list for a task without any; `TaskNotFound` for an unknown id)."
         oid = object_id(task_id)
         self.get_task(kind, oid)
-        return list(self.db[RESULTS].find({'task_id': _refers_to(oid)}, {'_id': 0, 'task_id': 0}).sort('episode', 1))
+        cur = self.db[RESULTS].find({'task_id': _refers_to(oid)}, {'_id': 0, 'task_id': 0}).sort('episode', 1).skip(int(skip))
+        return list(cur if limit is None else cur.limit(int(limit)))
 
     # ---- model files ---------------------------------------------------------------------------------------
     def save_model(self, kind:str, task_id, data:bytes, # the model file's bytes

@@ -71,6 +71,8 @@ def test_spec_example_over_http(server):
         assert done['state'] == 'completed' and done['progress'] == 100.0, done
         res = c.get(f"{API}/tasks/{src['id']}/results").json()
         assert [r['episode'] for r in res['results']] == list(range(1, 9)) and len(res['metrics']['train/episode_reward']) == 8
+        page = c.get(f"{API}/tasks/{src['id']}/results", params={'skip': 2, 'limit': 3}).json()
+        assert [r['episode'] for r in page['results']] == [3, 4, 5]
         # 3. the spec's transfer body
         body = {'name': 'Transfer Learning Task', 'description': 'adapt the PPO model to a new cluster', 'source_task_id': src['id'],
                 'target_task_id': tgt['id'], 'transfer_type': 'fine_tuning', 'frozen_layers': [0, 1], 'learning_rate': 1e-4, 'total_episodes': 8}
