@@ -9,3 +9,4 @@ __all__ = []
 # %% ../nbs/index.ipynb #4013c495
 from .envs import register_envs as _register_envs
 _register_envs()
+from . import kube as _kube  # noqa: F401 -- registers backend='kubernetes' with the environments (the client itself loads on first use)

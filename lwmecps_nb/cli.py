@@ -423,6 +423,7 @@ def _serve(args) -> int:
     if args.max_concurrent < 1: _fail('--max-concurrent must be at least 1')
     if args.host not in ('127.0.0.1', 'localhost', '::1'):
         print(f'lwmecps-nb: serving on {args.host}: the API has no authentication; put it behind your cluster\'s ingress and auth', file=sys.stderr)
+    print(f'lwmecps-nb API on http://{args.host}:{args.port} (OpenAPI docs at /docs); Ctrl-C stops it and its running tasks', file=sys.stderr, flush=True)
     uvicorn.run(create_app(max_concurrent=args.max_concurrent), host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 

@@ -17,8 +17,9 @@ from .cluster import (BatchedSimulator, ClusterBackend, ClusterParams, ClusterSp
                                 SimulatedCluster)
 
 # %% auto #0
-__all__ = ['ENV_ID', 'DEFAULT_EPISODE_STEPS', 'EPISODE_METRICS', 'observation_size', 'observe', 'reward_terms', 'reward_weights',
-           'check_action', 'KubeMECEnv', 'register_envs', 'KubeMECVectorEnv', 'EpisodeStats', 'make_lwmecps_v3']
+__all__ = ['BACKENDS', 'ENV_ID', 'DEFAULT_EPISODE_STEPS', 'EPISODE_METRICS', 'observation_size', 'observe', 'reward_terms',
+           'reward_weights', 'check_action', 'register_backend', 'KubeMECEnv', 'register_envs', 'KubeMECVectorEnv',
+           'EpisodeStats', 'make_lwmecps_v3']
 
 # %% ../nbs/02_envs.ipynb #eea38ce1
 def observation_size(spec:ClusterSpec) -> int:
@@ -91,6 +92,15 @@ def check_action(action, # replicas, (D*N,) or (D, N), with any leading batch ax
     return a.astype(float)
 
 # %% ../nbs/02_envs.ipynb #95706db4
+BACKENDS: dict = {}  # name -> factory(spec, step_seconds=..., **options) -> ClusterBackend; higher modules register theirs
+
+def register_backend(name:str, # what `backend=` names it
+                     factory, # callable(spec, step_seconds=..., **backend_options) returning a `ClusterBackend`
+                    ):
+    "Make `KubeMECEnv(backend=name, backend_options={...})` (and `gym.make`) build this backend; the `kube` module registers 'kubernetes'."
+    if name == 'simulator': raise ValueError("'simulator' is built in")
+    BACKENDS[name] = factory
+
 def _info(state:ClusterState, terms:dict) -> dict:
     info = {k: v for k, v in vars(state).items()}
     info.update(terms)
@@ -102,18 +112,20 @@ class KubeMECEnv(gym.Env):
 
     def __init__(self,
                  spec:ClusterSpec|dict|None=None, # the cluster and its load (a `ClusterSpec` or its dict); default `ClusterSpec()`
-                 backend:str|ClusterBackend='simulator', # 'simulator', or a `ClusterBackend` instance (e.g. a real cluster)
+                 backend:str|ClusterBackend='simulator', # 'simulator', a registered backend name ('kubernetes' once `lwmecps_nb` is imported), or a `ClusterBackend` instance
                  step_seconds:int=900, # decision window in seconds
                  start:str|int='random', # first window of an episode: 'random' or a window index (simulator only)
                  latency_weight:float=1.0, # reward weight of the latency term
                  sla_weight:float=1.0, # reward weight of the SLA-violation term
                  replica_cost:float=0.02, # reward cost of one requested replica per window
                  render_mode:str|None=None, # 'ansi' for a text table
+                 backend_options:dict|None=None, # passed to a named backend's factory (see `register_backend`)
                 ):
         if isinstance(spec, dict): spec = ClusterSpec.from_dict(spec)
         if isinstance(backend, str):
-            if backend != 'simulator': raise ValueError(f"backend {backend!r} is unknown here; use 'simulator' or pass a ClusterBackend instance")
-            backend = SimulatedCluster(spec or ClusterSpec(), step_seconds=step_seconds, start=start)
+            if backend == 'simulator': backend = SimulatedCluster(spec or ClusterSpec(), step_seconds=step_seconds, start=start)
+            elif backend in BACKENDS: backend = BACKENDS[backend](spec or ClusterSpec(), step_seconds=step_seconds, **(backend_options or {}))
+            else: raise ValueError(f"backend {backend!r} is unknown; use one of {', '.join(['simulator', *BACKENDS])}, or pass a ClusterBackend instance")
         elif not isinstance(backend, ClusterBackend): raise ValueError('backend must be "simulator" or implement ClusterBackend (reset, step, close, spec, step_seconds)')
         if render_mode is not None and render_mode not in self.metadata['render_modes']:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
