@@ -134,12 +134,17 @@ def public_task(doc:dict) -> dict:
 ROUTES = {'tasks': ('training', TrainingTaskCreate), 'transfer-tasks': ('transfer', TransferTaskCreate), 'meta-tasks': ('meta', MetaTaskCreate)}
 DEFAULT_NAMES = {'training': 'Training Task', 'transfer': 'Transfer Learning Task', 'meta': 'Meta-Learning Task'}
 
-def _check_transfer(store:TaskStore, body:TransferTaskCreate) -> None:
-    "The source must be a completed training task with a model, and frozen_layers must exist in it."
-    src = store.get_task('training', body.source_task_id)
+def _transfer_source(store:TaskStore, source_task_id) -> dict:
+    "The source training task of a transfer; `TaskStateError` unless it has completed with a model file."
+    src = store.get_task('training', source_task_id)
     if src['state'] != 'completed':
         raise TaskStateError(f"source task {src['_id']} is {src['state']}; a transfer needs a completed training task")
     if src.get('model_id') is None: raise TaskStateError(f"source task {src['_id']} completed without a model file; train it again")
+    return src
+
+def _check_transfer(store:TaskStore, body:TransferTaskCreate) -> None:
+    "The source must be a completed training task with a model, and frozen_layers must exist in it."
+    src = _transfer_source(store, body.source_task_id)
     if body.target_task_id is not None: store.get_task('training', body.target_task_id)
     n = (src.get('summary') or {}).get('model_layers')
     if body.frozen_layers and n is not None and max(body.frozen_layers) >= n:
@@ -170,10 +175,7 @@ def _router(kind:str, path:str, body_model:type[BaseModel]) -> APIRouter:
     def start(task_id: str, request: Request) -> dict:
         store: TaskStore = request.app.state.store
         if kind == 'transfer':
-            d = store.get_task(kind, task_id)
-            src = store.get_task('training', d['config']['source_task_id'])
-            if src['state'] != 'completed' or src.get('model_id') is None:
-                raise TaskStateError(f"source task {src['_id']} is {src['state']}; a transfer needs a completed training task with a model")
+            _transfer_source(store, store.get_task(kind, task_id)['config']['source_task_id'])  # it may have been deleted since
         return public_task(request.app.state.runner.start(kind, task_id))
 
     @r.post('/{task_id}/stop', summary=f'Stop a {kind} task (at its next episode)')
