@@ -111,7 +111,9 @@ def _bench_meta_rl(args) -> dict:
     kw = dict(iterations=3, n_held_out=2, trajectories=4, scratch_episodes=16, multitask_episodes=64, multitask_tasks=4, test_steps=2) if args.quick else \
          dict(iterations=args.iterations or 150)
     seeds = [int(s) for s in args.seeds.split(',')] if args.seeds else [args.seed]
-    runs = [cluster_meta_benchmark(seed=s, progress=not args.json, **kw) for s in seeds]
+    warm = args.warm_start_fraction or None
+    if warm is not None and not 0 < warm < 1: raise SystemExit(f'lwmecps-nb bench: --warm-start-fraction must be in (0, 1), or 0 to skip the warm-started runs; got {warm}')
+    runs = [cluster_meta_benchmark(seed=s, progress=not args.json, warm_start_fraction=warm, **kw) for s in seeds]
     def one(r):
         table = {k: [mean_ci(c) for c in v.T] for k, v in r['curves'].items()}
         metrics = {k: {m: v for m, v in d.items() if not isinstance(v, np.ndarray)} for k, d in r['metrics'].items()}
@@ -125,6 +127,7 @@ def _bench_meta_rl(args) -> dict:
     K, algos = runs[0]['config']['test_steps'], runs[0]['config']['algorithms']
     out['targets'] = {f'{a} normalized return after {K} steps >= 0.9': summary['metrics'][a]['normalized_return'][0] >= 0.9 for a in algos}
     out['targets'].update({f'{a} beats multi-task PPO after {K} steps': final[a] > final['multitask_ppo'] for a in algos})
+    out['targets'].update({f'{a}_from_ppo beats multi-task PPO after {K} steps': final[f'{a}_from_ppo'] > final['multitask_ppo'] for a in algos if f'{a}_from_ppo' in final})
     return out
 
 def _bench(args) -> int:
@@ -155,10 +158,10 @@ def _bench(args) -> int:
             print(f"\nPPO from scratch ({c['scratch_episodes']} episodes per task): {ref['scratch'][0]:.1f} ± {ref['scratch'][1]:.1f}; "
                   f"HPA: {ref['hpa'][0]:.1f} ± {ref['hpa'][1]:.1f}; random: {ref['random'][0]:.1f} ± {ref['random'][1]:.1f}\n")
             for k, m in r['metrics'].items():
-                print(f"  {k:16s} adaptation_accuracy {m['adaptation_accuracy']:.2f}  normalized_return {m['normalized_return']:.2f}  "
+                print(f"  {k:24s} adaptation_accuracy {m['adaptation_accuracy']:.2f}  normalized_return {m['normalized_return']:.2f}  "
                       f"adaptation_speed {m['adaptation_speed']}  budget {r['budgets_episodes'].get(k, 0):,} episodes  step size {r['step_sizes'].get(k)}")
             for k, v in r['per_iteration'].items():
-                print(f"  {k:16s} {v['seconds'] * 1000:7.0f} ms per meta-iteration, peak saved for backward {v['peak_saved_bytes'] / 1e6:6.1f} MB")
+                print(f"  {k:24s} {v['seconds'] * 1000:7.0f} ms per meta-iteration, peak saved for backward {v['peak_saved_bytes'] / 1e6:6.1f} MB")
         if len(res['per_seed']) > 1:
             print(f"\nAcross training seeds {c['seeds']}: task-mean return per seed, mean ± 95% CI over seeds:\n")
             print(_meta_table([(k, v) for k, v in res['across_seeds']['returns_after_steps'].items()]))
@@ -520,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--seed', type=int, default=0, help='ppo, meta: training seed (default 0)')
     b.add_argument('--eval-episodes', type=int, default=10, help='ppo: evaluation episodes (default 10)')
     b.add_argument('--iterations', type=int, default=None, help='meta: sinusoid meta-iterations (default 5000); meta-rl: meta-iterations per algorithm (default 150)')
+    b.add_argument('--warm-start-fraction', type=float, default=2 / 3, help='meta-rl: also meta-learn from the multi-task PPO run forked at this share of its budget (default 2/3; 0: skip)')
     b.add_argument('--seeds', default=None, help='meta, meta-rl: comma-separated training seeds (default: --seed); the targets use their mean')
     b.add_argument('--clients', type=int, default=20, help='api: concurrent HTTP clients (default 20)')
     b.add_argument('--requests', type=int, default=10, help='api: creates and gets per client (default 10)')

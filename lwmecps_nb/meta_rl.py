@@ -28,7 +28,7 @@ __all__ = ['log', 'RolloutConfig', 'default_rollout', 'Episodes', 'sample_episod
            'policy_gradient_loss', 'ClusterTaskSource', 'Navigation2DVectorEnv', 'GaussianMLPPolicy', 'NavigationTask',
            'Navigation2DTaskSource', 'RLTask', 'RLMetaBatch', 'MetaRLTasks', 'policy_gradient_step',
            'adaptation_returns', 'rl_adaptation_metrics', 'MetaRLResult', 'meta_train_rl', 'pretrain_rl',
-           'held_out_metrics', 'cluster_meta_benchmark', 'seed_summary', 'navigation_benchmark']
+           'held_out_metrics', 'cluster_meta_benchmark', 'seed_summary', 'run_seeds', 'navigation_benchmark']
 
 # %% ../nbs/10_meta_rl.ipynb #347837f5
 @dataclass
@@ -60,15 +60,24 @@ class Episodes:
     rewards: torch.Tensor # (T, G, n)
     log_probs: torch.Tensor # (T, G, n) under the policy that sampled them
     advantages: torch.Tensor|None = None # (T, G, n), filled by `advantages`
+    mask: torch.Tensor|None = None # (T, G, n) 1 for the steps of the episode, 0 after it terminated; None: every step counts
+
+    def __post_init__(self):
+        if self.mask is None: self.mask = torch.ones_like(self.rewards)
 
     @property
     def returns(self) -> torch.Tensor:
         "Undiscounted episode returns, (G, n)."
-        return self.rewards.sum(0)
+        return (self.rewards * self.mask).sum(0)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        "Steps of each episode before it terminated (the horizon when it did not), (G, n)."
+        return self.mask.sum(0)
 
     def task(self, g:int) -> Episodes:
         "Task g's episodes (a view with G = 1)."
-        return Episodes(*(None if t is None else t[:, g:g + 1] for t in (self.obs, self.actions, self.rewards, self.log_probs, self.advantages)))
+        return Episodes(*(None if t is None else t[:, g:g + 1] for t in (self.obs, self.actions, self.rewards, self.log_probs, self.advantages, self.mask)))
 
 # %% ../nbs/10_meta_rl.ipynb #f4a1fc9a
 def _policy_out(model, obs, params=None):
@@ -89,13 +98,14 @@ def sample_episodes(model:nn.Module, # the policy (see above)
                     params:Sequence[dict]|None=None, # one dict of (adapted) parameters per task, or None for the model's own
                     seed:int=0, # environment reset seed and action-sampling seed
                    ) -> Episodes:
-    "Sample `n` episodes of every task, all tasks stepped together in one vector environment."
+    "Sample `n` episodes of every task, all tasks stepped together in one vector environment; an episode that terminates early is masked from then on."
     G = len(tasks)
     if params is not None and len(params) != G: raise ValueError(f'params must hold one dict per task ({G}), got {len(params)}')
     env = source.vector_env(tasks, n, horizon)
     gen = torch.Generator().manual_seed(int(seed))
     obs, _ = env.reset(seed=int(seed))
-    OB, AC, RW, LP = [], [], [], []
+    OB, AC, RW, LP, MK = [], [], [], [], []
+    alive = torch.ones(G, n)
     try:
         with torch.no_grad():
             for _ in range(horizon):
@@ -103,17 +113,19 @@ def sample_episodes(model:nn.Module, # the policy (see above)
                 out = _policy_out(model, o, params).reshape(G * n, -1)
                 a = model.sample(out, gen)
                 lp = model.log_prob(out, a)
-                obs, r, _, _, _ = env.step(a.numpy())
-                OB.append(o); AC.append(a.reshape(G, n, -1)); LP.append(lp.reshape(G, n))
-                RW.append(torch.as_tensor(np.asarray(r), dtype=torch.float32).reshape(G, n))
+                obs, r, terminated, _, _ = env.step(a.numpy())
+                OB.append(o); AC.append(a.reshape(G, n, -1)); LP.append(lp.reshape(G, n)); MK.append(alive)
+                RW.append(torch.as_tensor(np.asarray(r), dtype=torch.float32).reshape(G, n) * alive)
+                alive = alive * (1 - torch.as_tensor(np.asarray(terminated), dtype=torch.float32).reshape(G, n))
     finally:
         env.close()
-    return Episodes(torch.stack(OB), torch.stack(AC), torch.stack(RW), torch.stack(LP))
+    return Episodes(torch.stack(OB), torch.stack(AC), torch.stack(RW), torch.stack(LP), mask=torch.stack(MK))
 
 # %% ../nbs/10_meta_rl.ipynb #1407f5a9
 def linear_baseline(obs:torch.Tensor, # (T, G, n, O)
                     targets:torch.Tensor, # (T, G, n) what to fit (discounted returns)
                     ridge:float=1e-5, # added to the normal equations' diagonal (raised tenfold while singular)
+                    mask:torch.Tensor|None=None, # (T, G, n) 1 for the steps to fit on (an episode's own steps), 0 for padding
                    ) -> torch.Tensor:
     "Per-task least-squares fit of `targets` on features of the observation and of time: (T, G, n) predictions."
     T, G, n, _ = obs.shape
@@ -122,7 +134,8 @@ def linear_baseline(obs:torch.Tensor, # (T, G, n, O)
     X = torch.cat([o, o ** 2, t, t ** 2, t ** 3, torch.ones_like(t)], -1)
     Xg = X.permute(1, 0, 2, 3).reshape(G, T * n, -1)
     yg = targets.permute(1, 0, 2).reshape(G, T * n, 1)
-    A, b = Xg.transpose(1, 2) @ Xg, Xg.transpose(1, 2) @ yg
+    wg = torch.ones_like(yg) if mask is None else mask.to(obs.dtype).permute(1, 0, 2).reshape(G, T * n, 1)
+    A, b = Xg.transpose(1, 2) @ (wg * Xg), Xg.transpose(1, 2) @ (wg * yg)
     eye = torch.eye(A.shape[-1], dtype=obs.dtype)
     for k in range(8):
         w, info = torch.linalg.solve_ex(A + ridge * 10 ** k * eye, b)
@@ -130,26 +143,35 @@ def linear_baseline(obs:torch.Tensor, # (T, G, n, O)
     return (Xg @ w).reshape(G, T, n).permute(1, 0, 2)
 
 def advantages(ep:Episodes, cfg:RolloutConfig) -> torch.Tensor:
-    "GAE over the per-task linear baseline, normalised per task when `cfg.normalize_advantages`; (T, G, n)."
-    r = ep.rewards.double()
+    "GAE over the per-task linear baseline, normalised per task when `cfg.normalize_advantages`; (T, G, n), zero after an episode ended."
+    m = ep.mask.double()
+    r = ep.rewards.double() * m
     T = r.shape[0]
     disc, acc = torch.zeros_like(r), torch.zeros_like(r[0])
     for t in reversed(range(T)): acc = r[t] + cfg.gamma * acc; disc[t] = acc
-    v = linear_baseline(ep.obs.double(), disc, cfg.baseline_ridge)
-    delta = r + cfg.gamma * torch.cat([v[1:], torch.zeros_like(v[:1])]) - v  # the episode ends after T steps
+    v = linear_baseline(ep.obs.double(), disc, cfg.baseline_ridge, mask=m) * m  # a terminated episode's value is 0
+    delta = (r + cfg.gamma * torch.cat([v[1:], torch.zeros_like(v[:1])]) - v) * m  # every episode ends by step T
     adv, acc = torch.zeros_like(r), torch.zeros_like(r[0])
     for t in reversed(range(T)): acc = delta[t] + cfg.gamma * cfg.gae_lambda * acc; adv[t] = acc
     if cfg.normalize_advantages:
-        adv = (adv - adv.mean((0, 2), keepdim=True)) / (adv.std((0, 2), keepdim=True) + 1e-8)
+        count = m.sum((0, 2), keepdim=True).clamp_min(1)
+        mean = adv.sum((0, 2), keepdim=True) / count
+        std = ((((adv - mean) * m) ** 2).sum((0, 2), keepdim=True) / (count - 1).clamp_min(1)).sqrt()
+        adv = (adv - mean) / (std + 1e-8) * m
     return adv.float()
 
-def policy_gradient_loss(model:nn.Module, ep:Episodes) -> torch.Tensor:
-    "The importance-weighted surrogate -mean(pi(a|s) / pi_old(a|s) * A) on `ep`; its gradient at the sampling policy is REINFORCE's."
+def policy_gradient_loss(model:nn.Module, ep:Episodes,
+                         clip_ratio:float|None=None, # PPO's clipping of the ratio to [1 - c, 1 + c] (pessimistic minimum); None: unclipped
+                        ) -> torch.Tensor:
+    "The importance-weighted surrogate -mean(pi(a|s) / pi_old(a|s) * A) over the episodes' steps; its gradient at the sampling policy is REINFORCE's."
     if ep.advantages is None: raise ValueError('the episodes have no advantages yet; call advantages(ep, cfg) first')
     T, G, n, O = ep.obs.shape
     out = model(ep.obs.reshape(T * G * n, O))[0]
     lp = model.log_prob(out, ep.actions.reshape(T * G * n, -1)).reshape(T, G, n)
-    return -(torch.exp(lp - ep.log_probs) * ep.advantages).mean()
+    ratio = torch.exp(lp - ep.log_probs)
+    surrogate = ratio * ep.advantages
+    if clip_ratio is not None: surrogate = torch.minimum(surrogate, ratio.clamp(1 - clip_ratio, 1 + clip_ratio) * ep.advantages)
+    return -(surrogate * ep.mask).sum() / ep.mask.sum().clamp_min(1)
 
 # %% ../nbs/10_meta_rl.ipynb #22574cb0
 class ClusterTaskSource:
@@ -175,27 +197,37 @@ class ClusterTaskSource:
         return ActorCritic.for_env(self.vector_env(self.distribution.held_out()[:1], 1, 1), hidden=hidden)
 
 class Navigation2DVectorEnv:
-    "E point robots in the plane: start at the origin; a move is clipped to +-`max_action` per axis; reward minus the distance to the goal after the move."
+    "E point robots in the plane: start at the origin; a move is clipped to +-`max_action` per axis; reward minus the distance to the goal after the move; an episode ends on reaching the goal."
     def __init__(self, goals:np.ndarray, # (E, 2), one goal per environment
                  max_action:float=0.1, action_scale:float=0.1, # move = clip(action_scale * action, +-max_action)
+                 goal_tolerance:float|None=0.01, # the episode terminates when the robot is within this of the goal on both axes (the paper's environment); None: never
                 ):
         self.goals, self.max_action, self.action_scale = np.asarray(goals, dtype=np.float64).reshape(-1, 2), max_action, action_scale
+        if goal_tolerance is not None and not goal_tolerance > 0: raise ValueError(f'goal_tolerance must be positive or None, got {goal_tolerance!r}')
+        self.goal_tolerance = goal_tolerance
         self.num_envs = len(self.goals)
-        self.pos = np.zeros((self.num_envs, 2))
+        self.pos, self.done = np.zeros((self.num_envs, 2)), np.zeros(self.num_envs, bool)
     def reset(self, seed:int|None=None):
-        self.pos = np.zeros((self.num_envs, 2)); return self.pos.astype(np.float32), {}
+        self.pos, self.done = np.zeros((self.num_envs, 2)), np.zeros(self.num_envs, bool)
+        return self.pos.astype(np.float32), {}
     def step(self, actions):
-        self.pos = self.pos + np.clip(self.action_scale * np.asarray(actions, dtype=np.float64).reshape(-1, 2), -self.max_action, self.max_action)
-        z = np.zeros(self.num_envs, bool)
-        return self.pos.astype(np.float32), -np.linalg.norm(self.pos - self.goals, axis=-1), z, z, {}
+        "Move every robot that has not arrived; an arrived robot stays put, gets reward 0 and stays terminated."
+        move = np.clip(self.action_scale * np.asarray(actions, dtype=np.float64).reshape(-1, 2), -self.max_action, self.max_action)
+        self.pos = np.where(self.done[:, None], self.pos, self.pos + move)
+        reward = np.where(self.done, 0.0, -np.linalg.norm(self.pos - self.goals, axis=-1))
+        if self.goal_tolerance is not None: self.done = self.done | (np.abs(self.pos - self.goals) < self.goal_tolerance).all(-1)
+        return self.pos.astype(np.float32), reward, self.done.copy(), np.zeros(self.num_envs, bool), {}
     def close(self): pass
 
 class GaussianMLPPolicy(nn.Module):
     "Diagonal Gaussian policy: an MLP mean and a learned state-independent log standard deviation (adapted in the inner loop too)."
-    def __init__(self, obs_size:int, action_size:int, hidden:Sequence[int]=(100, 100), init_log_std:float=0.0):
+    def __init__(self, obs_size:int, action_size:int, hidden:Sequence[int]=(100, 100), init_log_std:float=0.0,
+                 output_init_scale:float=0.01, # the mean layer's initial weights are scaled by this and its bias zeroed, so the initial mean is near 0
+                ):
         super().__init__()
         sizes = [obs_size, *hidden, action_size]
         self.layers = nn.ModuleList([nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
+        with torch.no_grad(): self.layers[-1].weight.mul_(output_init_scale); self.layers[-1].bias.zero_()
         self.log_std = nn.Parameter(torch.full((action_size,), float(init_log_std)))
         self.action_size = action_size
     def forward(self, obs):
@@ -219,26 +251,29 @@ class NavigationTask:
     family: str = 'navigation'
 
 class Navigation2DTaskSource:
-    "The MAML paper's 2D navigation: goals uniform in [low, high]^2, horizon 100."
+    "The MAML paper's 2D navigation: goals uniform in [low, high]^2, horizon 100, an episode ends within `goal_tolerance` of the goal."
     horizon = 100
     rollout_defaults = dict(gamma=0.99, gae_lambda=1.0)  # the MAML paper's
-    def __init__(self, low:float=-0.5, high:float=0.5): self.low, self.high = low, high
+    def __init__(self, low:float=-0.5, high:float=0.5, goal_tolerance:float|None=0.01):
+        self.low, self.high, self.goal_tolerance = low, high, goal_tolerance
     def sample(self, n:int, seed:int|None=None) -> list[NavigationTask]:
         return [NavigationTask(tuple(map(float, g))) for g in np.random.default_rng(seed).uniform(self.low, self.high, (n, 2))]
     def held_out(self, n:int=40) -> list[NavigationTask]:
         "`n` fixed test goals (their own seed stream, never drawn by `sample` with small seeds)."
         return self.sample(n, seed=0x48454C44)
     def vector_env(self, tasks:Sequence[NavigationTask], n:int, horizon:int) -> Navigation2DVectorEnv:
-        return Navigation2DVectorEnv(np.repeat(np.array([t.goal for t in tasks]), n, axis=0))
-    def make_model(self, hidden:Sequence[int]=(100, 100), init_log_std:float=0.0) -> GaussianMLPPolicy:
-        return GaussianMLPPolicy(2, 2, hidden, init_log_std)
+        return Navigation2DVectorEnv(np.repeat(np.array([t.goal for t in tasks]), n, axis=0), goal_tolerance=self.goal_tolerance)
+    def make_model(self, hidden:Sequence[int]=(100, 100), init_log_std:float=0.0, output_init_scale:float=0.01) -> GaussianMLPPolicy:
+        return GaussianMLPPolicy(2, 2, hidden, init_log_std, output_init_scale)
 
 # %% ../nbs/10_meta_rl.ipynb #91954080
 class RLTask:
     "One RL task for `MetaLearner`: policy-gradient surrogate on support episodes (pre-adaptation policy) and on query episodes (adapted policy)."
     def __init__(self, task, # what the source's `vector_env` understands (a cluster `Task`, a `NavigationTask`)
-                 source, cfg:RolloutConfig, horizon:int, seed:int):
-        self.task, self.source, self.cfg, self.horizon, self.seed = task, source, cfg, horizon, seed
+                 source, cfg:RolloutConfig, horizon:int, seed:int,
+                 clip_ratio:float|None=None, # PPO clipping of the query surrogate (matters when its episodes are reused)
+                ):
+        self.task, self.source, self.cfg, self.horizon, self.seed, self.clip_ratio = task, source, cfg, horizon, seed, clip_ratio
         self.family = getattr(task, 'family', 'rl')
         self.support: Episodes|None = None
         self.query: Episodes|None = None
@@ -254,14 +289,16 @@ class RLTask:
 
     def query_loss(self, model:nn.Module) -> torch.Tensor:
         if self.query is None: self.query = self._sample(model, self.seed + 1)
-        return policy_gradient_loss(model, self.query)
+        return policy_gradient_loss(model, self.query, self.clip_ratio)
 
 class RLMetaBatch(list):
     "A meta-batch of `RLTask`s whose support episodes, and then query episodes, are sampled for all tasks in one rollout."
     def __init__(self, tasks:Sequence[RLTask], seed:int):
         super().__init__(tasks); self.seed = seed
+        self.reuse = False  # True: keep the episodes already sampled (a further outer epoch on the same batch)
 
     def _fill(self, model, params, attr, seed):
+        if self.reuse and all(getattr(t, attr) is not None for t in self): return
         t0 = self[0]
         ep = sample_episodes(model, t0.source, [t.task for t in self], t0.cfg.trajectories, t0.horizon, params=params, seed=seed)
         ep.advantages = advantages(ep, t0.cfg)
@@ -278,17 +315,28 @@ class RLMetaBatch(list):
                 'task_performance': {f: float(np.mean([r for r, g in zip(post, fams) if g == f])) for f in dict.fromkeys(fams)}}
 
 class MetaRLTasks:
-    "Meta-batch sampler: `n` training tasks from `source` as an `RLMetaBatch`, fresh tasks and seeds every call."
-    def __init__(self, source, cfg:RolloutConfig|None=None, seed:int=0):
+    "Meta-batch sampler: `n` training tasks from `source` as an `RLMetaBatch`, fresh tasks and seeds every call (every `outer_epochs` calls)."
+    def __init__(self, source, cfg:RolloutConfig|None=None, seed:int=0,
+                 outer_epochs:int=1, # calls that return the same batch with its episodes kept, as PPO reuses a batch for several epochs
+                 clip_ratio:float|None=None, # PPO clipping of the query surrogate
+                ):
+        if not (isinstance(outer_epochs, (int, np.integer)) and outer_epochs >= 1): raise ValueError(f'outer_epochs must be a positive integer, got {outer_epochs!r}')
+        if clip_ratio is not None and not (0 < clip_ratio < 1): raise ValueError(f'clip_ratio must be in (0, 1) or None, got {clip_ratio!r}')
         self.source, self.cfg, self.seed = source, cfg or RolloutConfig(), int(seed)
+        self.outer_epochs, self.clip_ratio = int(outer_epochs), clip_ratio
         self.horizon = self.cfg.horizon or source.horizon
-        self.calls = 0
+        self.calls, self.batches, self._last = 0, 0, None
 
     def __call__(self, n:int) -> RLMetaBatch:
-        base = (self.seed * 1_000_003 + self.calls * 7_919) % 2 ** 31
         self.calls += 1
+        if self._last is not None and len(self._last) == n and (self.calls - 1) % self.outer_epochs:
+            self._last.reuse = True
+            return self._last
+        base = (self.seed * 1_000_003 + self.batches * 7_919) % 2 ** 31
+        self.batches += 1
         tasks = self.source.sample(n, seed=base)
-        return RLMetaBatch([RLTask(t, self.source, self.cfg, self.horizon, base + 2 * (i + 1)) for i, t in enumerate(tasks)], seed=base)
+        self._last = RLMetaBatch([RLTask(t, self.source, self.cfg, self.horizon, base + 2 * (i + 1), self.clip_ratio) for i, t in enumerate(tasks)], seed=base)
+        return self._last
 
 # %% ../nbs/10_meta_rl.ipynb #ab49a45e
 def policy_gradient_step(model:nn.Module, stacked:dict, # per-task parameters, each tensor stacked along a first axis of size G
@@ -301,7 +349,8 @@ def policy_gradient_step(model:nn.Module, stacked:dict, # per-task parameters, e
     out = _stacked_out(model, leaves, ep.obs.permute(1, 0, 2, 3).reshape(G, T * m, O))
     lp = model.log_prob(out.reshape(G * T * m, -1), ep.actions.permute(1, 0, 2, 3).reshape(G * T * m, -1)).reshape(G, T * m)
     ratio = torch.exp(lp - ep.log_probs.permute(1, 0, 2).reshape(G, T * m))
-    loss = -(ratio * adv.permute(1, 0, 2).reshape(G, T * m)).mean(-1).sum()
+    mask = ep.mask.permute(1, 0, 2).reshape(G, T * m)
+    loss = -((ratio * adv.permute(1, 0, 2).reshape(G, T * m) * mask).sum(-1) / mask.sum(-1).clamp_min(1)).sum()
     grads = torch.autograd.grad(loss, list(leaves.values()))
     if not all(torch.isfinite(g).all() for g in grads): raise FloatingPointError('non-finite policy gradient during adaptation; lower step_sizes')
     return {n: (leaves[n] - step_size * g).detach() for n, g in zip(leaves, grads)}
@@ -373,13 +422,16 @@ class MetaRLResult:
 
 def meta_train_rl(source, # a task source (`ClusterTaskSource`, `Navigation2DTaskSource`, ...)
                   algorithm:str='fomaml', # `maml`, `fomaml` or `implicit_fomaml`
-                  iterations:int=100, # meta-updates
+                  iterations:int=100, # meta-batches (each sampled once; `outer_epochs` meta-updates on each)
                   inner_lr:float=0.1, outer_lr:float=1e-3, adaptation_steps:int=1, meta_batch_size:int=20,
                   cfg:RolloutConfig|None=None, # episodes per task, horizon, advantages; default `default_rollout(source)`
                   model:nn.Module|None=None, # the initial policy; default `source.make_model()` seeded with `seed`
                   seed:int=0, # seeds the initial policy, the task draws and the episodes
                   callback:Callable[[dict], bool|None]|None=None, # called with each step's metrics; return False to stop
-                  progress:bool=True, **learner_kwargs, # more `MetaLearner` options
+                  progress:bool=True,
+                  outer_epochs:int=1, # meta-updates per sampled meta-batch (its support and query episodes reused, importance-weighted)
+                  clip_ratio:float|None=None, # PPO clipping of the query surrogate; with outer_epochs > 1, 0.2 keeps the reuse near-policy
+                  **learner_kwargs, # more `MetaLearner` options
                  ) -> MetaRLResult:
     "Meta-train a policy on tasks from `source`; every meta-batch is sampled in one batched rollout per phase."
     cfg = cfg or default_rollout(source)
@@ -387,11 +439,12 @@ def meta_train_rl(source, # a task source (`ClusterTaskSource`, `Navigation2DTas
         torch.manual_seed(seed); model = source.make_model()
     learner = MetaLearner(model, algorithm, inner_lr=inner_lr, outer_lr=outer_lr, adaptation_steps=adaptation_steps,
                           meta_batch_size=meta_batch_size, track_pre_adaptation=False, track_accuracy=False, **learner_kwargs)
-    history = learner.meta_train(MetaRLTasks(source, cfg, seed), iterations, callback=callback, progress=progress,
-                                 log_every=max(1, iterations // 20))
+    sampler = MetaRLTasks(source, cfg, seed, outer_epochs=outer_epochs, clip_ratio=clip_ratio)
+    history = learner.meta_train(sampler, iterations * sampler.outer_epochs, callback=callback, progress=progress,
+                                 log_every=max(1, iterations * sampler.outer_epochs // 20))
     dist = getattr(source, 'distribution', None)
-    config = dict(algorithm=learner.algorithm, iterations=len(history), task_distribution=getattr(dist, 'config', None), inner_lr=inner_lr, outer_lr=outer_lr, adaptation_steps=adaptation_steps,
-                  meta_batch_size=meta_batch_size, seed=seed, rollout=vars(cfg).copy())
+    config = dict(algorithm=learner.algorithm, iterations=sampler.batches, task_distribution=getattr(dist, 'config', None), inner_lr=inner_lr, outer_lr=outer_lr, adaptation_steps=adaptation_steps,
+                  meta_batch_size=meta_batch_size, seed=seed, rollout=vars(cfg).copy(), outer_epochs=sampler.outer_epochs, clip_ratio=clip_ratio)
     return MetaRLResult(model, learner, history, config)
 
 # %% ../nbs/10_meta_rl.ipynb #6165833a
@@ -456,11 +509,14 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
                            finetune_step_sizes:Sequence[float]=(0.1, 0.25, 0.5, 1.0), # step sizes tried for the untrained and multi-task PPO policies
                            n_validation:int=8, # training-distribution tasks those step sizes are chosen on (never the test tasks)
                            algorithm_options:dict|None=None, # per-algorithm `MetaLearner` options, iMAML's `imaml_lambda` defaults to 1 / (inner_lr x adaptation_steps)
+                           warm_start_fraction:float|None=None, # also meta-train each algorithm from the multi-task PPO run forked at this share of its budget, for the rest of it
+                           warm_start_options:dict|None=None, # `meta_train_rl` options of those runs; default 4 outer epochs per batch, clip 0.2
                            seed:int=0, eval_seed:int=1000, progress:bool=True,
                           ) -> dict:
     "Meta-learners against PPO from scratch, multi-task PPO, HPA and random on held-out clusters; curves, metrics, timings."
+    import copy
     from lwmecps_nb.baselines import HPAAutoscaler, RandomPolicy, evaluate
-    from lwmecps_nb.ppo import PPOConfig, train_ppo
+    from lwmecps_nb.ppo import PPOConfig, PPOTrainer, train_ppo
     from lwmecps_nb.meta import peak_saved_bytes
     from lwmecps_nb.tasks import Task, make_env, preset
     from dataclasses import replace
@@ -472,6 +528,8 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
     names, fams = [t.name for t in tests], [t.family for t in tests]
     meta_budget = iterations * meta_batch_size * trajectories * 2
     multitask_episodes = meta_budget if multitask_episodes is None else int(multitask_episodes)
+    if warm_start_fraction is not None and not (0 < warm_start_fraction < 1): raise ValueError(f'warm_start_fraction must be in (0, 1) or None, got {warm_start_fraction!r}')
+    warm_start_options = dict(outer_epochs=4, clip_ratio=0.2) if warm_start_options is None else dict(warm_start_options)
     algorithm_options = {k: dict(v) for k, v in (algorithm_options or {}).items()}
     algorithm_options.setdefault('implicit_fomaml', {}).setdefault('imaml_lambda', 1 / (inner_lr * algorithm_options['implicit_fomaml'].get('adaptation_steps', adaptation_steps)))
     val = list(dist.sample(n_validation, seed=seed + 4_242))
@@ -486,7 +544,8 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
                            adaptation_steps=adaptation_steps, trajectories=trajectories, test_steps=test_steps, scratch_episodes=scratch_episodes,
                            multitask_episodes=multitask_episodes, seed=seed, eval_seed=eval_seed, task_distribution=dist.config),
                tasks=names, families=fams, curves={}, budgets_episodes={}, wall_s={}, per_iteration={}, step_sizes={})
-    out['config'].update(multitask_episodes=multitask_episodes, finetune_step_sizes=list(finetune_step_sizes), algorithm_options=algorithm_options)
+    out['config'].update(multitask_episodes=multitask_episodes, finetune_step_sizes=list(finetune_step_sizes), algorithm_options=algorithm_options,
+                         warm_start_fraction=warm_start_fraction, warm_start_options=warm_start_options if warm_start_fraction else None)
     out['random'] = np.array([evaluate(RandomPolicy(seed), make_env(t), episodes=5, seed=eval_seed).episodes['return'].mean() for t in tests])
     out['hpa'] = np.array([evaluate(HPAAutoscaler(), make_env(t), episodes=5, seed=eval_seed).episodes['return'].mean() for t in tests])
     t0 = time.perf_counter()
@@ -499,7 +558,12 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
     torch.manual_seed(seed); init = source.make_model()
     out['curves']['untrained'] = curve_of(init, 'untrained')
     t0 = time.perf_counter()
-    mt = train_ppo(list(dist.sample(multitask_tasks, seed=seed + 77)), PPOConfig(total_episodes=multitask_episodes, seed=seed), progress=progress)
+    mt = PPOTrainer(list(dist.sample(multitask_tasks, seed=seed + 77)), PPOConfig(total_episodes=multitask_episodes, seed=seed))
+    fork = {}
+    def snapshot(tr):  # the multi-task PPO policy at the fork, before the update that would pass it
+        if warm_start_fraction and 'model' not in fork and tr.episodes_done >= warm_start_fraction * multitask_episodes:
+            fork.update(model=copy.deepcopy(tr.model), episodes=tr.episodes_done)
+    mt.train(progress=progress, before_update=snapshot)
     out['wall_s']['multitask_ppo'] = time.perf_counter() - t0; out['budgets_episodes']['multitask_ppo'] = multitask_episodes
     out['curves']['multitask_ppo'] = curve_of(mt.model, 'multitask_ppo')
     for algo in algorithms:
@@ -514,6 +578,21 @@ def cluster_meta_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit
         out['per_iteration'][algo] = dict(seconds=float(np.median([h['step_time_s'] for h in res.history])), peak_saved_bytes=int(peak))
         out['curves'][algo] = curve_of(res.model)
         out.setdefault('training', {})[algo] = [(h['pre_adaptation_return'], h['post_adaptation_return']) for h in res.history]
+    if 'model' in fork:  # the same total budget: multi-task PPO up to the fork, then meta-learning
+        per_batch = meta_batch_size * trajectories * 2
+        batches = max(1, (multitask_episodes - fork['episodes']) // per_batch)
+        out['config']['warm_start'] = dict(fork_episodes=fork['episodes'], meta_batches=batches)
+        for algo in algorithms:
+            name = f'{algo}_from_ppo'
+            opts = {**algorithm_options.get(algo, {}), **warm_start_options}
+            t0 = time.perf_counter()
+            res = meta_train_rl(source, algo, iterations=batches, inner_lr=inner_lr, outer_lr=outer_lr, adaptation_steps=opts.pop('adaptation_steps', adaptation_steps),
+                                meta_batch_size=meta_batch_size, cfg=cfg, model=copy.deepcopy(fork['model']), seed=seed, progress=progress, **opts)
+            out['step_sizes'][name] = inner_lr
+            out['wall_s'][name] = time.perf_counter() - t0
+            out['budgets_episodes'][name] = fork['episodes'] + batches * per_batch
+            out['curves'][name] = curve_of(res.model)
+            out.setdefault('training', {})[name] = [(h['pre_adaptation_return'], h['post_adaptation_return']) for h in res.history]
     out['metrics'] = {k: rl_adaptation_metrics(c, out['scratch'], out['random'], fams) for k, c in out['curves'].items()}
     return out
 
@@ -534,10 +613,30 @@ def seed_summary(runs:Sequence[dict], # `cluster_meta_benchmark` results, one pe
         out['references'][k] = mean_ci([float(np.mean(r[k])) for r in runs])
     return out
 
+# %% ../nbs/10_meta_rl.ipynb #1cd7614a
+def _one_seed(benchmark, seed, kwargs):
+    torch.set_num_threads(1)
+    return benchmark(seed=seed, **kwargs)
+
+def run_seeds(benchmark:Callable[..., dict], # `cluster_meta_benchmark`, `navigation_benchmark` or any function of a `seed` keyword
+              seeds:Sequence[int], # training seeds
+              workers:int=1, # processes; 1 runs the seeds one after the other in this process
+              **kwargs, # passed to every call
+             ) -> list[dict]:
+    "`benchmark(seed=s, **kwargs)` for every seed, in that order; with `workers` > 1 in that many fresh processes."
+    seeds = [int(s) for s in seeds]
+    if not seeds: raise ValueError('seeds is empty: pass at least one training seed')
+    if not (isinstance(workers, (int, np.integer)) and workers >= 1): raise ValueError(f'workers must be a positive integer, got {workers!r}')
+    if workers == 1: return [benchmark(seed=s, **kwargs) for s in seeds]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=mp.get_context('spawn')) as pool:
+        return list(pool.map(_one_seed, [benchmark] * len(seeds), seeds, [kwargs] * len(seeds)))
+
 # %% ../nbs/10_meta_rl.ipynb #dcb9151b
 def navigation_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit_fomaml'),
-                         iterations:int=1000, # meta-iterations (and pretraining updates)
-                         eval_every:int=100, # validation checkpoints
+                         iterations:int=600, # meta-iterations (and pretraining updates)
+                         eval_every:int=50, # validation checkpoints
                          meta_batch_size:int=20, inner_lr:float=0.1, outer_lr:float=1e-3,
                          init_log_std:float=-1.0, # initial log standard deviation of the Gaussian policy
                          n_goals:int=40, # validation and test goals each
@@ -561,21 +660,30 @@ def navigation_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit_f
         out['methods'][name] = dict(curve=curve, step_sizes=list(sched), validation_return=val_score, **extra)
     for algo in algorithms:
         torch.manual_seed(seed); model = nav.make_model(init_log_std=init_log_std)
-        best = {'score': -math.inf}
-        def checkpoint(m, model=model, best=best):
+        best, seen = {'score': -math.inf}, []
+        def checkpoint(m, model=model, best=best, seen=seen):
             if m['iteration'] % eval_every == 0:
                 score = float(adaptation_returns(model, nav, val, steps=select_steps, step_sizes=meta_grid[0], cfg=cfg, seed=seed + 1)[:, select_steps].mean())
+                seen.append((m['iteration'], score))
                 if score > best['score']: best.update(score=score, state=copy.deepcopy(model.state_dict()), iteration=m['iteration'])
         t0 = time.perf_counter()
         res = meta_train_rl(nav, algo, iterations=iterations, inner_lr=inner_lr, outer_lr=outer_lr, meta_batch_size=meta_batch_size,
                             cfg=cfg, model=model, seed=seed, callback=checkpoint, progress=progress)
         wall = time.perf_counter() - t0
         if 'state' in best: model.load_state_dict(best['state'])
-        finish(algo, model, meta_grid, dict(checkpoint=best.get('iteration', iterations), train_s=wall,
+        finish(algo, model, meta_grid, dict(checkpoint=best.get('iteration', iterations), train_s=wall, validation_curve=seen,
                                              s_per_iteration=float(np.median([h['step_time_s'] for h in res.history]))))
     torch.manual_seed(seed); model = nav.make_model(init_log_std=init_log_std)
+    best, seen = {'score': -math.inf}, []
+    def pre_checkpoint(m):  # the pretrained policy's checkpoints are scored with their own best schedule of the wider grid
+        if m['iteration'] % eval_every == 0:
+            score = _best_schedule(model, nav, val, free_grid, select_steps, cfg, seed + 1)[1]
+            seen.append((m['iteration'], score))
+            if score > best['score']: best.update(score=score, state=copy.deepcopy(model.state_dict()), iteration=m['iteration'])
     t0 = time.perf_counter()
-    pretrain_rl(nav, iterations=iterations, lr=outer_lr, tasks_per_batch=meta_batch_size, cfg=cfg, model=model, seed=seed)
-    finish('pretrained', model, free_grid, dict(train_s=time.perf_counter() - t0))
+    pretrain_rl(nav, iterations=iterations, lr=outer_lr, tasks_per_batch=meta_batch_size, cfg=cfg, model=model, seed=seed, callback=pre_checkpoint)
+    wall = time.perf_counter() - t0
+    if 'state' in best: model.load_state_dict(best['state'])
+    finish('pretrained', model, free_grid, dict(checkpoint=best.get('iteration', iterations), train_s=wall, validation_curve=seen))
     torch.manual_seed(seed); finish('random init', nav.make_model(init_log_std=init_log_std), free_grid, {})
     return out

@@ -157,7 +157,12 @@ def test_bench_meta_rl_quick_reports_every_method():
     r = run('bench', 'meta-rl', '--quick', '--json')
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert set(res['returns_after_steps']) == {'untrained', 'multitask_ppo', 'maml', 'fomaml', 'implicit_fomaml'}
+    algos = {'maml', 'fomaml', 'implicit_fomaml'}
+    assert set(res['returns_after_steps']) == {'untrained', 'multitask_ppo'} | algos | {f'{a}_from_ppo' for a in algos}
+    # the warm-started runs spend the multi-task PPO budget: the fork's episodes plus their own meta-batches
+    warm = res['config']['warm_start']
+    assert res['budgets_episodes']['fomaml_from_ppo'] == warm['fork_episodes'] + warm['meta_batches'] * res['config']['meta_batch_size'] * res['config']['trajectories'] * 2
+    assert 'fomaml_from_ppo beats multi-task PPO after 2 steps' in res['targets']
     assert set(res['per_iteration']) == {'maml', 'fomaml', 'implicit_fomaml'}
     # second order keeps the inner graph: more memory saved for backward than first order
     assert res['per_iteration']['maml']['peak_saved_bytes'] > res['per_iteration']['fomaml']['peak_saved_bytes']
