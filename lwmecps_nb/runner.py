@@ -20,7 +20,8 @@ from .tracking import TrackedRun, Tracker, tracked_metrics
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'META_DEFAULTS', 'JOBS', 'JobContext', 'training_job', 'transfer_job', 'meta_job', 'TaskRunner']
+__all__ = ['log', 'META_DEFAULTS', 'JOBS', 'JobContext', 'training_job', 'transfer_job', 'meta_job', 'finite_or_none',
+           'TaskRunner']
 
 # %% ../nbs/13_runner.ipynb #9e15fd5a
 @dataclass
@@ -95,12 +96,12 @@ def training_job(ctx:JobContext) -> dict:
     try: ctx.save_model(res.save(d / 'model.pt'))
     finally: shutil.rmtree(d, ignore_errors=True)
     r = res.episode_returns()
-    return {'episodes': int(len(r)), 'model_layers': len(res.model.layers), 'mean_reward_last_10': float(r[-10:].mean()) if len(r) else None, 'wall_time_s': float(res.wall_time_s)}
+    return {'episodes': int(len(r)), 'model_layers': len(res.model.layers), 'model_layer_table': res.model.layer_table(), 'mean_reward_last_10': float(r[-10:].mean()) if len(r) else None, 'wall_time_s': float(res.wall_time_s)}
 
 def transfer_job(ctx:JobContext) -> dict:
     "Adapt the model of `source_task_id` (a completed training task) to the target's env_config with `transfer_learn`."
     from lwmecps_nb.ppo import save_model
-    from lwmecps_nb.transfer import TransferConfig, transfer_learn
+    from lwmecps_nb.transfer import TransferConfig, scratch_reference, transfer_learn
     c = ctx.config
     target = c.get('target_env_config')
     if target is None: target = ctx.store.get_task('training', c['target_task_id'])['config'].get('env_config', 'cluster-a')
@@ -109,7 +110,15 @@ def transfer_job(ctx:JobContext) -> dict:
         src = d / 'source.pt'; src.write_bytes(ctx.store.task_model('training', c['source_task_id']))
         tcfg = TransferConfig(transfer_type=c.get('transfer_type', 'fine_tuning'), frozen_layers=c.get('frozen_layers'),
                               learning_rate=c.get('learning_rate', 1e-4), total_episodes=ctx.doc['total_episodes'], seed=c.get('seed', 0))
-        res = transfer_learn(src, target, tcfg, callback=ctx.callback, progress=False)
+        # the reference first, published in the document (`reference`) so a client can draw the scratch curve while the transfer runs
+        ref = scratch_reference(target, tcfg, callback=lambda m: False if ctx.should_stop() else None)
+        if ctx.should_stop():
+            ctx.stopped = True
+            return {'stopped_during': 'scratch reference'}
+        ctx.store.update_task(ctx.kind, ctx.task_id, reference={'scratch_returns': ref['scratch_returns'], 'random_return': ref['random_return']})
+        res = transfer_learn(src, target, tcfg, callback=ctx.callback, scratch_returns=ref['scratch_returns'], random_return=ref['random_return'],
+                             progress=False)
+        res.metrics['scratch_s'] = ref['scratch_s']
         ctx.save_model(save_model(d / 'model.pt', res.model, hyperparameters=tcfg.to_dict(), model_type=f'transfer-{tcfg.transfer_type}'))
     finally: shutil.rmtree(d, ignore_errors=True)
     m = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, bool, type(None)))}
@@ -151,6 +160,13 @@ JOBS = {'training': training_job, 'transfer': transfer_job, 'meta': meta_job}
 
 # %% ../nbs/13_runner.ipynb #5125cc80
 def _now() -> dt.datetime: return dt.datetime.now(dt.timezone.utc)
+
+def finite_or_none(v):
+    "`v` with every non-finite float (NaN, infinity) replaced by None, at any depth: what JSON and every store can hold."
+    if isinstance(v, (float, np.floating)): return float(v) if math.isfinite(v) else None
+    if isinstance(v, dict): return {k: finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [finite_or_none(x) for x in v]
+    return v
 
 class TaskRunner:
     "Runs tasks from a `TaskStore` in background threads, at most `max_concurrent` at once."
@@ -217,7 +233,9 @@ class TaskRunner:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def _finish(self, kind, tid, state, **fields):
-        try: return self.store.transition(kind, tid, state, allowed_from=['running'], finished_at=_now(), **fields)
+        # a summary's undefined metric (a transfer ratio while scratch is no better than random) is NaN; stored as None,
+        # since JSON has no NaN and nx-27017 silently ignores an update that holds one (the task would stay running)
+        try: return self.store.transition(kind, tid, state, allowed_from=['running'], finished_at=_now(), **finite_or_none(fields))
         except (TaskStateError, TaskNotFound, PyMongoError) as e: log.warning('could not mark %s task %s %s: %s', kind, tid, state, e)
 
     def _execute(self, kind:str, doc:dict, ev:threading.Event):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_store.ipynb #19391519
 from __future__ import annotations
-import contextlib, datetime as dt, fcntl, json, math, os, signal, socket, subprocess, sys, time
+import contextlib, copy, datetime as dt, fcntl, json, math, os, signal, socket, subprocess, sys, threading, time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -18,7 +18,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'KINDS', 'STATES', 'FINAL_STATES', 'RESULTS', 'MODELS', 'TIME_FIELDS', 'EmbeddedMongo', 'connect',
-           'InvalidTaskId', 'TaskNotFound', 'TaskStateError', 'object_id', 'TaskStore']
+           'InvalidTaskId', 'TaskNotFound', 'TaskStateError', 'object_id', 'TaskStore', 'MemoryTaskStore']
 
 # %% ../nbs/12_store.ipynb #5c726842
 _LAUNCH = 'import sys; from nx_27017.nx_27017 import main; sys.argv[0] = "nx-27017"; sys.exit(main())'
@@ -198,6 +198,25 @@ def _refers_to(oid:bson.ObjectId) -> dict:
     return {'$in': [oid, str(oid)]}
 
 # %% ../nbs/12_store.ipynb #77d5009c
+def _new_task(kind:str, name:str, config:dict, total_episodes:int, description:str, extra:dict) -> dict:
+    "A new task's document (without `_id`), the same in every store."
+    now = _now()
+    return dict(name=name, description=description, kind=kind, config=config, state='pending', progress=0.0, current_episode=0,
+                total_episodes=int(total_episodes), metrics={}, summary={}, error_message=None, created_at=now, updated_at=now,
+                started_at=None, finished_at=None, model_id=None, wandb_run_id=None, stop_requested=False, **extra)
+
+def _clean_rows(rows:Sequence[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    "Episodes' metrics as finite floats; `ValueError` naming the metric and episode otherwise (nothing is stored then)."
+    out = []
+    for episode, metrics in rows:
+        clean = {}
+        for k, v in metrics.items():
+            try: clean[k] = float(v)
+            except (TypeError, ValueError): raise ValueError(f'metric {k!r} of episode {episode} must be a number, got {v!r}') from None
+            if not math.isfinite(clean[k]): raise ValueError(f'metric {k!r} of episode {episode} is {clean[k]}; only finite values are stored')
+        out.append((int(episode), clean))
+    return out
+
 class TaskStore:
     "Tasks of the three kinds, their per-episode results and their model files, in one MongoDB database."
     def __init__(self, db:pymongo.database.Database|None=None, # default: `connect()`
@@ -221,10 +240,7 @@ class TaskStore:
                     description:str='', **extra, # more top-level fields (source_task_id, ...)
                    ) -> dict:
         "Insert a pending task; returns its document."
-        now = _now()
-        doc = dict(name=name, description=description, kind=kind, config=config, state='pending', progress=0.0, current_episode=0,
-                   total_episodes=int(total_episodes), metrics={}, summary={}, error_message=None, created_at=now, updated_at=now,
-                   started_at=None, finished_at=None, model_id=None, wandb_run_id=None, stop_requested=False, **extra)
+        doc = _new_task(kind, name, config, total_episodes, description, extra)
         doc['_id'] = self._coll(kind).insert_one(doc).inserted_id
         return doc
 
@@ -298,14 +314,7 @@ class TaskStore:
         if not rows: return
         oid = object_id(task_id)
         total = max(int(self.get_task(kind, oid)['total_episodes'] if total_episodes is None else total_episodes), 1)
-        clean_rows, push = [], {}
-        for episode, metrics in rows:
-            clean = {}
-            for k, v in metrics.items():
-                try: clean[k] = float(v)
-                except (TypeError, ValueError): raise ValueError(f'metric {k!r} of episode {episode} must be a number, got {v!r}') from None
-                if not math.isfinite(clean[k]): raise ValueError(f'metric {k!r} of episode {episode} is {clean[k]}; only finite values are stored')
-            clean_rows.append((int(episode), clean))
+        clean_rows, push = _clean_rows(rows), {}
         now = _now()
         self.db[RESULTS].insert_many([{'task_id': oid, 'kind': kind, 'episode': e, 'metrics': m, 'created_at': now} for e, m in clean_rows])
         for _, m in clean_rows:
@@ -363,3 +372,130 @@ class TaskStore:
             n += self.db[coll].update_many({'state': 'running'}, {'$set': {'state': 'failed', 'error_message': 'interrupted by server restart',
                                                                             'finished_at': _now(), 'updated_at': _now()}}).modified_count
         return n
+
+# %% ../nbs/12_store.ipynb #b396575d
+class MemoryTaskStore:
+    "`TaskStore`'s operations on dictionaries in this process: same documents, states, errors and results; nothing persists."
+    def __init__(self, metrics_kept:int=1000, # values of each metric kept in the task document (all of them stay in the results)
+                ):
+        self.metrics_kept = int(metrics_kept)
+        self.db = None  # no database behind it
+        self._tasks: dict[str, dict] = {k: {} for k in KINDS}
+        self._results: dict[bson.ObjectId, list] = {}
+        self._models: dict[bson.ObjectId, bytes] = {}
+        self._lock = threading.RLock()
+
+    def _coll(self, kind:str) -> dict:
+        if kind not in KINDS: raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        return self._tasks[kind]
+
+    def _doc(self, kind:str, task_id) -> dict:
+        oid = object_id(task_id)
+        doc = self._coll(kind).get(oid)
+        if doc is None: raise TaskNotFound(f'no {kind} task with id {oid}')
+        return doc
+
+    def create_task(self, kind:str, name:str, config:dict, total_episodes:int, description:str='', **extra) -> dict:
+        "Insert a pending task; returns its document."
+        doc = _new_task(kind, name, copy.deepcopy(config), total_episodes, description, extra)
+        doc['_id'] = bson.ObjectId()
+        with self._lock: self._coll(kind)[doc['_id']] = doc
+        return copy.deepcopy(doc)
+
+    def get_task(self, kind:str, task_id) -> dict:
+        with self._lock: return copy.deepcopy(self._doc(kind, task_id))
+
+    def list_tasks(self, kind:str, state:str|None=None, skip:int=0, limit:int=50) -> tuple[list[dict], int]:
+        if state is not None and state not in STATES: raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+        with self._lock:
+            docs = [d for d in self._coll(kind).values() if state is None or d['state'] == state]
+            docs.sort(key=lambda d: (d['created_at'], d['_id']), reverse=True)
+            return [copy.deepcopy(d) for d in docs[int(skip):int(skip) + int(limit)]], len(docs)
+
+    def update_task(self, kind:str, task_id, **fields) -> dict:
+        with self._lock:
+            doc = self._doc(kind, task_id)
+            doc.update(copy.deepcopy(fields), updated_at=_now())
+            return copy.deepcopy(doc)
+
+    def transition(self, kind:str, task_id, to:str, allowed_from:Iterable[str], **fields) -> dict:
+        if to not in STATES: raise ValueError(f'unknown state {to!r}')
+        allowed = list(allowed_from)
+        with self._lock:
+            doc = self._doc(kind, task_id)
+            if doc['state'] not in allowed:
+                raise TaskStateError(f"{kind} task {doc['_id']} is {doc['state']}; it can become {to} only from {' or '.join(allowed)}")
+            doc.update(copy.deepcopy(fields), state=to, updated_at=_now())
+            return copy.deepcopy(doc)
+
+    def request_stop(self, kind:str, task_id) -> dict:
+        with self._lock:
+            doc = self._doc(kind, task_id)
+            if doc['state'] == 'pending': doc.update(state='cancelled', finished_at=_now(), updated_at=_now())
+            elif doc['state'] == 'running': doc.update(stop_requested=True, updated_at=_now())
+            else: raise TaskStateError(f"{kind} task {doc['_id']} is {doc['state']}; only a pending or running task can be stopped")
+            return copy.deepcopy(doc)
+
+    def stop_requested(self, kind:str, task_id) -> bool:
+        with self._lock:
+            doc = self._coll(kind).get(object_id(task_id))
+            return bool(doc and doc.get('stop_requested'))
+
+    def delete_task(self, kind:str, task_id) -> None:
+        with self._lock:
+            doc = self._doc(kind, task_id)
+            if doc['state'] == 'running': raise TaskStateError(f"{kind} task {doc['_id']} is running; stop it before deleting it")
+            del self._coll(kind)[doc['_id']]
+            self._results.pop(doc['_id'], None)
+            if doc.get('model_id') is not None: self._models.pop(doc['model_id'], None)
+
+    def record_episodes(self, kind:str, task_id, rows:Sequence[tuple[int, dict]], total_episodes:int|None=None) -> None:
+        if not rows: return
+        clean_rows = _clean_rows(rows)
+        with self._lock:
+            doc = self._doc(kind, task_id)
+            total = max(int(doc['total_episodes'] if total_episodes is None else total_episodes), 1)
+            now = _now()
+            self._results.setdefault(doc['_id'], []).extend({'kind': kind, 'episode': e, 'metrics': m, 'created_at': now} for e, m in clean_rows)
+            for _, m in clean_rows:
+                for k, v in m.items():
+                    vals = doc['metrics'].setdefault(k, []); vals.append(v)
+                    del vals[:-self.metrics_kept]
+            last = clean_rows[-1][0]
+            doc.update(current_episode=last, progress=round(100.0 * min(last, total) / total, 2), updated_at=now)
+
+    def record_episode(self, kind:str, task_id, episode:int, metrics:dict[str, float]) -> dict:
+        self.record_episodes(kind, task_id, [(episode, metrics)])
+        return self.get_task(kind, task_id)
+
+    def results(self, kind:str, task_id, skip:int=0, limit:int|None=None) -> list[dict]:
+        with self._lock:
+            doc = self._doc(kind, task_id)
+            rows = sorted(self._results.get(doc['_id'], []), key=lambda r: r['episode'])[int(skip):]
+            return copy.deepcopy(rows if limit is None else rows[:int(limit)])
+
+    def save_model(self, kind:str, task_id, data:bytes, filename:str='model.pt') -> bson.ObjectId:
+        fid = bson.ObjectId()
+        with self._lock:
+            doc = self._doc(kind, task_id)
+            old = doc.get('model_id')
+            self._models[fid] = bytes(data)
+            doc.update(model_id=fid, updated_at=_now())
+            if old is not None: self._models.pop(old, None)
+        return fid
+
+    def load_model(self, model_id) -> bytes:
+        try: fid = object_id(model_id, 'model_id')
+        except InvalidTaskId: raise FileNotFoundError(f'Model file not found: {model_id!r} is not a model id') from None
+        with self._lock:
+            if fid not in self._models: raise FileNotFoundError(f'Model file not found: no file {fid} in this in-memory store')
+            return self._models[fid]
+
+    def task_model(self, kind:str, task_id) -> bytes:
+        doc = self.get_task(kind, task_id)
+        if doc.get('model_id') is None: raise FileNotFoundError(f"Model file not found: {kind} task {doc['_id']} ({doc['state']}) has no model")
+        return self.load_model(doc['model_id'])
+
+    def recover_interrupted(self) -> int:
+        "Nothing outlives the process here, so no task can have been left running: 0."
+        return 0

@@ -17,8 +17,8 @@ from .cluster import ClusterSpec, LoadSpec, Node, LOAD_PATTERNS
 from .envs import ENV_ID, DEFAULT_EPISODE_STEPS, KubeMECVectorEnv
 
 # %% auto #0
-__all__ = ['PRESETS', 'FAMILIES', 'TRAFFIC_PATTERNS', 'DEFAULT_TASK_DISTRIBUTION', 'HELD_OUT_KEY', 'ENV_OPTIONS', 'preset',
-           'Task', 'TaskDistribution', 'spec_from_config', 'make_env', 'make_vector_env']
+__all__ = ['PRESETS', 'FAMILIES', 'TRAFFIC_PATTERNS', 'DEFAULT_TASK_DISTRIBUTION', 'HELD_OUT_KEY', 'TASK_DISTRIBUTIONS',
+           'ENV_OPTIONS', 'preset', 'Task', 'TaskDistribution', 'spec_from_config', 'make_env', 'make_vector_env']
 
 # %% ../nbs/04_tasks.ipynb #f70a37bd
 def _tiny():
@@ -141,6 +141,14 @@ def _validate_config(cfg:dict) -> dict:
             elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0):
                 raise ValueError(f'{where} must be a positive finite number, got {v!r}')
     return cfg
+
+# %% ../nbs/04_tasks.ipynb #e1cecc74
+TASK_DISTRIBUTIONS = {
+    'default (both families)': DEFAULT_TASK_DISTRIBUTION,
+    'kubernetes_scaling only': {'kubernetes_scaling': DEFAULT_TASK_DISTRIBUTION['kubernetes_scaling']},
+    'load_balancing only': {'load_balancing': DEFAULT_TASK_DISTRIBUTION['load_balancing']},
+    'load_balancing, mixed traffic': {'load_balancing': {**DEFAULT_TASK_DISTRIBUTION['load_balancing'], 'traffic_pattern': 'mixed'}},
+}
 
 # %% ../nbs/04_tasks.ipynb #6c74e8d0
 ENV_OPTIONS = ('max_episode_steps', 'step_seconds', 'start', 'latency_weight', 'sla_weight', 'replica_cost', 'render_mode', 'backend')

@@ -15,7 +15,7 @@ from .core import Settings, get_logger, get_settings
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'public_config', 'tracked_metrics', 'TrackedRun', 'Tracker']
+__all__ = ['log', 'public_config', 'tracked_metrics', 'metric_name', 'TrackedRun', 'Tracker']
 
 # %% ../nbs/11_tracking.ipynb #bda7a084
 _SECRET = re.compile(r'(api[_-]?key|token|password|passwd|secret|credential|authorization)', re.I)
@@ -43,6 +43,13 @@ def tracked_metrics(kind:str, # training, transfer or meta
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)): continue
         if math.isfinite(float(v)): out[k] = float(v)
     return out
+
+def metric_name(kind:str, # training, transfer or meta
+                metric:str, # a learner's metric, e.g. `episode_reward`, `meta_loss`, `transfer_metric`
+                algorithm:str|None=None, # a meta task's algorithm
+               ) -> str:
+    "The stored (and W&B) name of one learner metric, as `tracked_metrics` gives it."
+    return next(iter(tracked_metrics(kind, {metric: 0.0}, algorithm)))
 
 # %% ../nbs/11_tracking.ipynb #8dae6cb9
 class TrackedRun:

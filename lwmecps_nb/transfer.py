@@ -22,7 +22,8 @@ log = get_logger('transfer')
 
 # %% auto #0
 __all__ = ['log', 'TRANSFER_TYPES', 'initial_frozen', 'unfreeze_schedule', 'set_frozen', 'parameter_distance',
-           'episodes_to_reach', 'transfer_metrics', 'TransferConfig', 'TransferResult', 'transfer_learn']
+           'episodes_to_reach', 'transfer_metrics', 'TransferConfig', 'TransferResult', 'scratch_reference',
+           'transfer_learn']
 
 # %% ../nbs/08_transfer.ipynb #e0c1927d
 TRANSFER_TYPES = ('feature_extraction', 'fine_tuning', 'layer_wise')
@@ -145,6 +146,23 @@ def _source_model(source) -> tuple[ActorCritic, dict]:
     return loaded.model, loaded.checkpoint
 
 # %% ../nbs/08_transfer.ipynb #f57c1326
+def scratch_reference(target_env_config, # the target: preset name, env_config dict, task or spec
+                      config:TransferConfig|dict|None=None, # the transfer's hyperparameters (budget, seed, environments)
+                      scratch:bool=True, # also train PPO from scratch (False: only the random policy's return)
+                      callback:Callable[[dict], bool|None]|None=None, # per-episode metrics of the scratch run
+                     ) -> dict:
+    "What a transfer is measured against: per-episode returns of PPO from scratch on the target (same budget and seed) and the random policy's mean return."
+    from lwmecps_nb.baselines import RandomPolicy, evaluate
+    cfg = config if isinstance(config, TransferConfig) else TransferConfig(**(config or {}))
+    out = {'random_return': float(evaluate(RandomPolicy(cfg.seed), make_env(target_env_config), episodes=cfg.num_envs, seed=cfg.seed)['return']),
+           'scratch_returns': None, 'scratch_s': None}
+    if scratch:
+        t0 = time.perf_counter()
+        st = PPOTrainer(target_env_config, cfg.scratch_config(), callback=callback)
+        st.train(progress=False)
+        out.update(scratch_returns=[float(e['episode_reward']) for e in st.history['episodes']], scratch_s=time.perf_counter() - t0)
+    return out
+
 def transfer_learn(source, # path of a saved model, a `LoadedModel`, or an `ActorCritic`
                    target_env_config, # the target: preset name, env_config dict, task or spec
                    config:TransferConfig|dict|None=None, # transfer hyperparameters
@@ -155,7 +173,6 @@ def transfer_learn(source, # path of a saved model, a `LoadedModel`, or an `Acto
                    progress:bool=True,
                   ) -> TransferResult:
     "Adapt a source model to a target environment and measure the transfer."
-    from lwmecps_nb.baselines import RandomPolicy, evaluate
     cfg = config if isinstance(config, TransferConfig) else TransferConfig(**(config or {}))
     model, ckpt = _source_model(source)
     model.train()
@@ -165,14 +182,10 @@ def transfer_learn(source, # path of a saved model, a `LoadedModel`, or an `Acto
     schedule = unfreeze_schedule(frozen, cfg.total_episodes) if cfg.transfer_type == 'layer_wise' else []
     pcfg = cfg.ppo_config()
     timings = {}
-    if compare and random_return is None:
-        random_return = evaluate(RandomPolicy(cfg.seed), make_env(target_env_config), episodes=pcfg.num_envs, seed=cfg.seed)['return']
-    if compare and scratch_returns is None:
-        t0 = time.perf_counter()
-        st = PPOTrainer(target_env_config, cfg.scratch_config())
-        st.train(progress=False)
-        timings['scratch_s'] = time.perf_counter() - t0
-        scratch_returns = [e['episode_reward'] for e in st.history['episodes']]
+    if compare and (random_return is None or scratch_returns is None):
+        ref = scratch_reference(target_env_config, cfg, scratch=scratch_returns is None)
+        random_return = ref['random_return'] if random_return is None else random_return
+        if scratch_returns is None: scratch_returns, timings['scratch_s'] = ref['scratch_returns'], ref['scratch_s']
     set_frozen(model, frozen)
     still_frozen = list(frozen)
     returns = []

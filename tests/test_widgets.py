@@ -1,0 +1,92 @@
+"""The panels in remote mode against a live `lwmecps-nb serve` on loopback: the run starts on the server with exactly the
+panel's settings, the curve's data grows while it runs, Stop ends it, a transfer starts from the server's model, and a
+refusal from the server is a message in the panel."""
+import time
+
+import pytest
+
+from test_api import _free_port, _serve
+from lwmecps_nb.store import EmbeddedMongo
+from lwmecps_nb.widgets import MetaLearningPanel, RemoteBackend, TrainingPanel, TransferPanel
+
+import signal, subprocess
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp('widgets-server')
+    proc, url = _serve(home, _free_port())
+    yield url
+    proc.send_signal(signal.SIGINT)
+    try: proc.wait(timeout=60)
+    except subprocess.TimeoutExpired: proc.kill()
+    EmbeddedMongo(home / 'mongodb').stop()
+
+
+def _server_task(url, path, task_id):
+    import httpx
+    return httpx.get(f'{url}/api/training/{path}/{task_id}', timeout=10).json()
+
+
+def test_training_panel_runs_on_the_server(server):
+    p = TrainingPanel(backend=RemoteBackend(server), poll_s=0.2)
+    assert p.mode.value == 'remote' and p.server_url.value == server
+    p.env.value, p.episodes.value = 'tiny', 48
+    p.hyper['num_envs'].value, p.hyper['learning_rate'].value, p.hyper['entropy_coef'].value = 4, 2e-3, 0.02
+    p.run_button.click()
+    assert p.task is not None, p.message.value
+    seen = []
+    while p.running:
+        seen.append(len(p.rows)); time.sleep(0.05)
+    r = p.wait(120)
+    assert r['state'] == 'completed', r
+    doc = _server_task(server, 'tasks', p.task['id'])
+    assert doc['config']['hyperparameters'] == p.config['hyperparameters']
+    assert doc['config']['hyperparameters']['learning_rate'] == 2e-3 and doc['config']['hyperparameters']['entropy_coef'] == 0.02
+    assert doc['config']['env_config'] == 'tiny' and doc['total_episodes'] == 48
+    assert len(p.curve('train/episode_reward')[1]) == 48
+    assert len(set(seen)) > 2, seen  # polled more than once while it ran, the data growing
+    assert 'mean_reward_last_10' in p.table.value
+
+
+def test_stop_and_transfer_and_refusals_over_http(server):
+    be = RemoteBackend(server)
+    long = TrainingPanel(backend=be, poll_s=0.2)
+    long.env.value, long.episodes.value, long.hyper['num_envs'].value = 'tiny', 100_000, 4
+    assert long.run() is not None, long.message.value
+    deadline = time.monotonic() + 60
+    while len(long.rows) < 8 and time.monotonic() < deadline: time.sleep(0.1)
+    long.stop_button.click()
+    r = long.wait(60)
+    assert r['state'] == 'cancelled' and 8 <= len(long.rows) < 100_000
+    assert _server_task(server, 'tasks', long.task['id'])['state'] == 'cancelled'
+
+    src = TrainingPanel(backend=be, poll_s=0.2)
+    src.env.value, src.episodes.value, src.hyper['num_envs'].value = 'tiny', 16, 4
+    assert src.run() is not None and src.wait(120)['state'] == 'completed'
+    tp = TransferPanel(backend=be, poll_s=0.2)  # lists the server's completed training tasks, newest first
+    assert tp.source.value == src.task['id'], (tp.source.options, tp.message.value)
+    assert tp.source.value is not None, tp.message.value
+    assert [v for _, v in tp.frozen.options] == [0, 1, 2]
+    tp.target.value, tp.episodes.value, tp.transfer_type.value = 'tiny', 12, 'layer_wise'
+    assert tp.frozen.value == (0, 1)
+    assert tp.run() is not None, tp.message.value
+    r = tp.wait(120)
+    assert r is not None and r['state'] == 'completed', (r, tp.status.value, tp.message.value)
+    assert len(tp.reference['scratch_returns']) == 12 and len(tp.curve('transfer/episode_reward')[1]) == 12
+    assert _server_task(server, 'transfer-tasks', tp.task['id'])['config']['transfer_type'] == 'layer_wise'
+
+    mp = MetaLearningPanel(backend=be)
+    mp.algorithm.value, mp.implicit.value = 'maml', True
+    assert mp.run() is None and 'cannot be combined' in mp.message.value  # the server's 422, shown in the panel
+    mp.implicit.value, mp.episodes.value = False, 1_000_000
+    assert mp.episodes.value == 100_000  # the control holds only what the API's model allows
+    mp.distribution.value = '{"load_balancing": {"latency_threshold": -1}}'
+    assert mp.run() is None and 'task_distribution.load_balancing.latency_threshold must be a positive finite number' in mp.message.value
+    assert be.tasks('meta') == []
+
+
+def test_unreachable_server_is_a_message():
+    p = TrainingPanel(backend=RemoteBackend(f'http://127.0.0.1:{_free_port()}'))
+    assert p.run() is None
+    assert 'cannot reach the server' in p.message.value and p.task is None
