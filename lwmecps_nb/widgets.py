@@ -53,7 +53,7 @@ class LocalBackend:
     mode = 'local'
     def __init__(self, store=None, # default `MemoryTaskStore()`; a `TaskStore` keeps the runs in MongoDB instead
                  tracker:Tracker|None=None, # W&B runs; default `Tracker()` (offline without an API key)
-                 max_concurrent:int=1, # tasks executing at once (more wait, pending in the runner's queue)
+                 max_concurrent:int=2, # tasks executing at once, as the server's default (more wait in the runner's queue)
                  flush_s:float=0.2, # how often a running task publishes its new results
                 ):
         self.store = MemoryTaskStore() if store is None else store
