@@ -10,15 +10,194 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['bench_env', 'build_parser', 'main']
+__all__ = ['DEMO_BUDGETS', 'run_demo', 'demo_tables', 'demo_report', 'bench_env', 'build_parser', 'main']
 
 # %% ../nbs/16_cli.ipynb #de8b9aa7
+DEMO_BUDGETS = {  # the full demo (about 3 minutes on two cores) and `--quick` (under one)
+    'full': dict(ppo_episodes=6000, transfer_episodes=50, meta_iterations=150, held_out_tasks=4, test_steps=5, scratch_episodes=100,
+                 baseline_episodes=10, eval_episodes=10),
+    'quick': dict(ppo_episodes=1000, transfer_episodes=50, meta_iterations=30, held_out_tasks=2, test_steps=5, scratch_episodes=100,
+                  baseline_episodes=5, eval_episodes=5),
+}
+
+def run_demo(quick:bool=False, # the one-minute version (smaller budgets, same steps)
+             seed:int=0, # training seed of every learner
+             budget:dict|None=None, # override `DEMO_BUDGETS` entries (tests use tiny ones)
+             progress:bool=True, # progress bars on stderr
+             say=print, # where the step headings go
+            ) -> dict:
+    "The main job on the embedded defaults: baselines, a PPO source on cluster-a, its transfer to cluster-b with the three types, FOMAML on the default task distribution and its adaptation to held-out tasks; every figure measured in this run."
+    import torch
+    from lwmecps_nb.baselines import HPAAutoscaler, RandomPolicy, baseline_policies, evaluate, mean_ci
+    from lwmecps_nb.meta_rl import ClusterTaskSource, default_rollout, held_out_metrics, meta_train_rl
+    from lwmecps_nb.ppo import PPOConfig, policy_from, train_ppo
+    from lwmecps_nb.runner import META_DEFAULTS
+    from lwmecps_nb.tasks import make_env
+    from lwmecps_nb.transfer import TRANSFER_TYPES, TransferConfig, scratch_reference, transfer_learn
+    b = {**DEMO_BUDGETS['quick' if quick else 'full'], **(budget or {})}
+    out = {'budget': b, 'seed': seed, 'quick': quick, 'timings_s': {}}
+    ev_seed = 1000
+    def timed(key, t0): out['timings_s'][key] = time.perf_counter() - t0
+
+    say(f"[1/5] baselines on cluster-a and cluster-b ({b['baseline_episodes']} episodes each, seeds 0..{b['baseline_episodes'] - 1})")
+    t0 = time.perf_counter()
+    out['baselines'] = [evaluate(p, make_env(c), episodes=b['baseline_episodes'], seed=0) for c in ('cluster-a', 'cluster-b') for p in baseline_policies(seed)]
+    timed('baselines', t0)
+
+    say(f"[2/5] PPO source on cluster-a, {b['ppo_episodes']} episodes (seed {seed})")
+    t0 = time.perf_counter()
+    src = train_ppo('cluster-a', PPOConfig(total_episodes=b['ppo_episodes'], seed=seed), progress=progress)
+    timed('ppo', t0)
+    hpa_a = evaluate(HPAAutoscaler(), make_env('cluster-a'), episodes=b['eval_episodes'], seed=ev_seed)
+    out['ppo'] = {'curve': [e['episode_reward'] for e in src.history['episodes']], 'wall_time_s': src.wall_time_s,
+                  'eval': [evaluate(policy_from(src.model, 'ppo source'), make_env('cluster-a'), episodes=b['eval_episodes'], seed=ev_seed), hpa_a]}
+
+    say(f"[3/5] transfer to cluster-b: {', '.join(TRANSFER_TYPES)}, {b['transfer_episodes']} episodes each, against PPO from scratch with the same budget")
+    t0 = time.perf_counter()
+    tcfg = TransferConfig(total_episodes=b['transfer_episodes'], seed=seed)
+    ref = scratch_reference('cluster-b', tcfg)
+    runs = {tt: transfer_learn(src.model, 'cluster-b', TransferConfig(transfer_type=tt, total_episodes=b['transfer_episodes'], seed=seed),
+                               scratch_returns=ref['scratch_returns'], random_return=ref['random_return'], progress=progress) for tt in TRANSFER_TYPES}
+    timed('transfer', t0)
+    env_b = make_env('cluster-b')
+    out['transfer'] = {'scratch_curve': ref['scratch_returns'], 'random_return': ref['random_return'],
+                       'curves': {tt: r.returns().tolist() for tt, r in runs.items()}, 'metrics': {tt: r.metrics for tt, r in runs.items()},
+                       'eval': [evaluate(policy_from(src.model, 'source, not adapted'), env_b, episodes=b['eval_episodes'], seed=ev_seed)]
+                               + [evaluate(policy_from(r.model, tt), env_b, episodes=b['eval_episodes'], seed=ev_seed) for tt, r in runs.items()]
+                               + [evaluate(policy_from(ref['scratch_model'], f"PPO from scratch, {b['transfer_episodes']} episodes"), env_b, episodes=b['eval_episodes'], seed=ev_seed),
+                                  evaluate(HPAAutoscaler(), env_b, episodes=b['eval_episodes'], seed=ev_seed)]}
+
+    m = {k: META_DEFAULTS[k] for k in ('inner_lr', 'outer_lr', 'adaptation_steps', 'meta_batch_size', 'trajectories')}
+    say(f"[4/5] FOMAML on the default task distribution, {b['meta_iterations']} meta-iterations (meta-batch {m['meta_batch_size']}, "
+        f"inner_lr {m['inner_lr']}, {m['trajectories']} episodes per task)")
+    t0 = time.perf_counter()
+    source = ClusterTaskSource()
+    cfg = default_rollout(source, trajectories=m['trajectories'])
+    meta = meta_train_rl(source, 'fomaml', iterations=b['meta_iterations'], inner_lr=m['inner_lr'], outer_lr=m['outer_lr'],
+                         adaptation_steps=m['adaptation_steps'], meta_batch_size=m['meta_batch_size'], cfg=cfg, seed=seed, progress=progress)
+    timed('meta', t0)
+
+    say(f"[5/5] adaptation to {b['held_out_tasks']} held-out task(s) in {b['test_steps']} steps, against PPO from scratch with {b['scratch_episodes']} episodes")
+    t0 = time.perf_counter()
+    ho = held_out_metrics(meta.model, source, n_tasks=b['held_out_tasks'], steps=b['test_steps'], step_size=m['inner_lr'], cfg=cfg,
+                          scratch_episodes=b['scratch_episodes'], seed=seed, eval_seed=ev_seed)
+    torch.manual_seed(seed)
+    untrained = held_out_metrics(source.make_model(), source, n_tasks=b['held_out_tasks'], steps=b['test_steps'], step_size=m['inner_lr'], cfg=cfg,
+                                 scratch_episodes=b['scratch_episodes'], seed=seed, eval_seed=ev_seed)
+    tasks = source.held_out()[:b['held_out_tasks']]
+    hpa = [float(evaluate(HPAAutoscaler(), make_env(t), episodes=b['eval_episodes'], seed=ev_seed).episodes['return'].mean()) for t in tasks]
+    timed('adaptation', t0)
+    out['meta'] = {'settings': m, 'history': [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in meta.history],
+                   'tasks': ho['tasks'], 'curve': ho['curve'].tolist(), 'untrained_curve': untrained['curve'].tolist(),
+                   'scratch': ho['scratch'].tolist(), 'random': ho['random'].tolist(), 'hpa': hpa,
+                   'adaptation_accuracy': ho['adaptation_accuracy'], 'adaptation_speed': ho['adaptation_speed'], 'task_performance': ho['task_performance']}
+    out['wall_time_s'] = sum(out['timings_s'].values())
+    return out
+
+def _ci(x) -> str:
+    from lwmecps_nb.baselines import mean_ci
+    m, h = mean_ci(x); return f'{m:.1f} ± {h:.1f}'
+
+def demo_tables(r:dict) -> dict[str, str]:
+    "The demo's comparison tables, as Markdown."
+    from lwmecps_nb.baselines import format_table
+    cols = ('return', 'latency_ms', 'sla_violations', 'replicas')
+    t = {'baselines': format_table(r['baselines']), 'ppo': format_table(r['ppo']['eval'], metrics=cols)}
+    rows = ['| transfer_type | jumpstart | transfer_metric | adaptation_speed | negative transfer | parameter_distance |', '|---|---|---|---|---|---|']
+    for tt, m in r['transfer']['metrics'].items():
+        sp = 'not reached' if m['adaptation_speed'] is None else f"{m['adaptation_speed']:.2f}"
+        rows.append(f"| {tt} | {m['jumpstart']:+.1f} | {m['transfer_metric']:.2f} | {sp} | {'yes' if m['negative_transfer'] else 'no'} | {m['parameter_distance']['total']:.3f} |")
+    t['transfer_metrics'] = '\n'.join(rows)
+    t['transfer_eval'] = format_table(r['transfer']['eval'], metrics=cols)
+    mt = r['meta']; K = len(mt['curve'][0]) - 1
+    curve = np.asarray(mt['curve']); un = np.asarray(mt['untrained_curve'])
+    rows = ['| policy | ' + ' | '.join(f'after {k} step{"s" if k != 1 else ""}' for k in range(K + 1)) + ' |', '|---' * (K + 2) + '|',
+            '| fomaml, meta-learned | ' + ' | '.join(_ci(curve[:, k]) for k in range(K + 1)) + ' |',
+            '| untrained init (same seed) | ' + ' | '.join(_ci(un[:, k]) for k in range(K + 1)) + ' |']
+    t['meta'] = '\n'.join(rows)
+    t['meta_reference'] = '\n'.join(['| reference on the same tasks | return |', '|---|---|',
+                                     f"| PPO from scratch, {r['budget']['scratch_episodes']} episodes (greedy) | {_ci(mt['scratch'])} |",
+                                     f"| HPA rule (greedy, {r['budget']['eval_episodes']} episodes) | {_ci(mt['hpa'])} |",
+                                     f"| random policy | {_ci(mt['random'])} |"])
+    return t
+
+def _md_html(md:str) -> str:
+    "A Markdown table as an HTML table."
+    import html
+    lines = [l.strip().strip('|').split('|') for l in md.strip().splitlines()]
+    head, body = lines[0], [l for l in lines[2:]]
+    th = ''.join(f'<th>{html.escape(c.strip())}</th>' for c in head)
+    tr = ''.join('<tr>' + ''.join(f'<td>{html.escape(c.strip())}</td>' for c in row) + '</tr>' for row in body)
+    return f'<table><thead><tr>{th}</tr></thead><tbody>{tr}</tbody></table>'
+
+def demo_report(r:dict, # what `run_demo` returned
+                path:str|Path='lwmecps-demo-report.html', # where to write it
+               ) -> Path:
+    "A self-contained HTML page of the demo: its settings, tables and plots (inline SVG; it opens offline)."
+    import html
+    from lwmecps_nb.widgets import svg_chart
+    t, b = demo_tables(r), r['budget']
+    hpa_a = r['ppo']['eval'][1].summary()['return'][0]
+    hpa_b = r['transfer']['eval'][-1].summary()['return'][0]
+    ppo = r['ppo']['curve']; tr = r['transfer']; mt = r['meta']
+    x = lambda v: list(range(1, len(v) + 1))
+    charts = {
+        'ppo': svg_chart({'PPO (sampled, per episode)': (x(ppo), ppo)}, 'PPO source on cluster-a', 'episode', 'return', hlines={'HPA rule (greedy)': hpa_a}, width=620),
+        'transfer': svg_chart({**{tt: (x(c), c) for tt, c in tr['curves'].items()}, 'PPO from scratch': (x(tr['scratch_curve']), tr['scratch_curve'])},
+                              'transfer to cluster-b', 'episode', 'return', hlines={'HPA rule': hpa_b, 'random policy': tr['random_return']}, width=620),
+        'meta_train': svg_chart({'before adaptation': ([h['iteration'] for h in mt['history']], [h['pre_adaptation_return'] for h in mt['history']]),
+                                 'after one step': ([h['iteration'] for h in mt['history']], [h['post_adaptation_return'] for h in mt['history']])},
+                                'FOMAML meta-training (training tasks)', 'meta-iteration', 'return', width=620),
+        'meta_adapt': svg_chart({'fomaml, meta-learned': (list(range(len(mt['curve'][0]))), np.mean(mt['curve'], 0).tolist()),
+                                 'untrained init': (list(range(len(mt['untrained_curve'][0]))), np.mean(mt['untrained_curve'], 0).tolist())},
+                                f"adaptation to {len(mt['tasks'])} held-out task(s)", 'policy-gradient steps', 'return',
+                                hlines={f"PPO from scratch, {b['scratch_episodes']} episodes": float(np.mean(mt['scratch'])), 'HPA rule': float(np.mean(mt['hpa'])),
+                                        'random policy': float(np.mean(mt['random']))}, width=620),
+    }
+    sec = lambda title, text, *parts: f'<h2>{html.escape(title)}</h2><p>{text}</p>' + ''.join(parts)
+    tm = r['timings_s']
+    body = ''.join([
+        f"<h1>lwmecps_nb demo</h1><p>Measured in this run ({'quick' if r['quick'] else 'full'} budgets, training seed {r['seed']}, "
+        f"evaluation seeds 1000.., {r['wall_time_s']:.0f} s on this machine). Returns are per day of 96 fifteen-minute windows; higher is better.</p>",
+        sec('Baselines', f"Every baseline on both presets, {b['baseline_episodes']} episodes, mean ± 95% CI.", _md_html(t['baselines'])),
+        sec('PPO source', f"PPO on cluster-a for {b['ppo_episodes']} episodes ({tm['ppo']:.0f} s); greedy evaluation against the HPA rule.",
+            charts['ppo'], _md_html(t['ppo'])),
+        sec('Transfer to cluster-b', f"The source adapted with each transfer type for {b['transfer_episodes']} episodes at learning rate 1e-4, "
+            f"against PPO trained from scratch on cluster-b with the same budget and seed.", charts['transfer'], _md_html(t['transfer_metrics']), _md_html(t['transfer_eval'])),
+        sec('Meta-learning', f"FOMAML on the default task distribution for {b['meta_iterations']} meta-iterations ({tm['meta']:.0f} s), then "
+            f"{b['test_steps']} policy-gradient steps on each held-out task ({', '.join(mt['tasks'])}), mean sampled return ± 95% CI over tasks. "
+            f"adaptation_accuracy {mt['adaptation_accuracy']:.2f}.", charts['meta_train'], charts['meta_adapt'], _md_html(t['meta']), _md_html(t['meta_reference'])),
+    ])
+    style = ('body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}'
+             'th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f4f4f4}svg{display:block;margin:.4em 0}')
+    path = Path(path)
+    path.write_text(f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>lwmecps_nb demo</title><style>{style}</style></head><body>{body}</body></html>')
+    return path
+
 def _demo(args) -> int:
+    if args.seed < 0: _fail('--seed must be non-negative')
+    r = run_demo(quick=args.quick, seed=args.seed, progress=not args.json, say=(lambda s: print(s, file=sys.stderr)) if args.json else print)
+    path = demo_report(r, args.report)
+    t = demo_tables(r)
+    if args.json:
+        print(json.dumps({'report': str(path), 'tables': t, 'timings_s': r['timings_s'], 'wall_time_s': r['wall_time_s'], 'budget': r['budget'],
+                          'meta': {k: r['meta'][k] for k in ('tasks', 'curve', 'scratch', 'hpa', 'random', 'adaptation_accuracy', 'adaptation_speed')}}, default=float))
+        return 0
+    b = r['budget']
+    print(f"\nBaselines, {b['baseline_episodes']} episodes each, mean ± 95% CI:\n\n{t['baselines']}")
+    print(f"\nPPO source on cluster-a ({b['ppo_episodes']} episodes), greedy, {b['eval_episodes']} episodes from seed 1000:\n\n{t['ppo']}")
+    print(f"\nTransfer to cluster-b ({b['transfer_episodes']} episodes each; scratch: PPO on cluster-b, same budget and seed):\n\n{t['transfer_metrics']}\n\n{t['transfer_eval']}")
+    print(f"\nFOMAML ({b['meta_iterations']} meta-iterations) adapting to {len(r['meta']['tasks'])} held-out task(s), mean sampled return ± 95% CI over tasks:\n\n{t['meta']}\n\n{t['meta_reference']}")
+    print(f"\n{r['wall_time_s']:.0f} s; report written to {path}")
+    return 0
+
+def _baselines(args) -> int:
     from lwmecps_nb.baselines import baseline_policies, evaluate, format_table
     from lwmecps_nb.tasks import make_env
     t0 = time.perf_counter()
@@ -31,6 +210,7 @@ def _demo(args) -> int:
         print(format_table(results))
         print(f'\n{time.perf_counter() - t0:.1f} s')
     return 0
+
 
 # %% ../nbs/16_cli.ipynb #3ef9c02d
 def _rate(step, n_per_call:int, seconds:float) -> float:
@@ -451,12 +631,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'lwmecps-nb {__version__}')
     p.add_argument('--log-level', default='WARNING', help='logging level (DEBUG, INFO, WARNING, ...)')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
-    d = sub.add_parser('demo', help='evaluate the baselines on cluster-a and cluster-b and print the table')
-    d.add_argument('--episodes', type=int, default=10, help='episodes per policy and cluster (default 10)')
-    d.add_argument('--seed', type=int, default=0, help='first episode seed (default 0)')
-    d.add_argument('--clusters', nargs='+', default=['cluster-a', 'cluster-b'], help='presets to evaluate on')
-    d.add_argument('--json', action='store_true', help='print one JSON array instead of the table')
+    d = sub.add_parser('demo', help='the main job: baselines, PPO on cluster-a, transfer to cluster-b, FOMAML and adaptation; tables and an HTML report')
+    d.add_argument('--quick', action='store_true', help='the one-minute version (smaller budgets, the same steps)')
+    d.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
+    d.add_argument('--report', default='lwmecps-demo-report.html', help='HTML report path (default lwmecps-demo-report.html, in the current folder)')
+    d.add_argument('--json', action='store_true', help='print one JSON object (tables and figures) instead of the tables')
     d.set_defaults(func=_demo)
+    bl = sub.add_parser('baselines', help='evaluate every baseline on cluster-a and cluster-b and print the table')
+    bl.add_argument('--episodes', type=int, default=10, help='episodes per policy and cluster (default 10)')
+    bl.add_argument('--seed', type=int, default=0, help='first episode seed (default 0)')
+    bl.add_argument('--clusters', nargs='+', default=['cluster-a', 'cluster-b'], help='presets to evaluate on')
+    bl.add_argument('--json', action='store_true', help='print one JSON array instead of the table')
+    bl.set_defaults(func=_baselines)
     t = sub.add_parser('train', help='train PPO on a cluster, save the model, print it against the baselines')
     t.add_argument('--env-config', default='cluster-a', help='preset name, JSON object, or JSON file (default cluster-a)')
     t.add_argument('--episodes', type=int, default=100, help='training budget in episodes (default 100)')

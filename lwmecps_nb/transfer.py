@@ -151,16 +151,16 @@ def scratch_reference(target_env_config, # the target: preset name, env_config d
                       scratch:bool=True, # also train PPO from scratch (False: only the random policy's return)
                       callback:Callable[[dict], bool|None]|None=None, # per-episode metrics of the scratch run
                      ) -> dict:
-    "What a transfer is measured against: per-episode returns of PPO from scratch on the target (same budget and seed) and the random policy's mean return."
+    "What a transfer is measured against: per-episode returns of PPO from scratch on the target (same budget and seed, `scratch_model` its network) and the random policy's mean return."
     from lwmecps_nb.baselines import RandomPolicy, evaluate
     cfg = config if isinstance(config, TransferConfig) else TransferConfig(**(config or {}))
     out = {'random_return': float(evaluate(RandomPolicy(cfg.seed), make_env(target_env_config), episodes=cfg.num_envs, seed=cfg.seed)['return']),
-           'scratch_returns': None, 'scratch_s': None}
+           'scratch_returns': None, 'scratch_s': None, 'scratch_model': None}
     if scratch:
         t0 = time.perf_counter()
         st = PPOTrainer(target_env_config, cfg.scratch_config(), callback=callback)
         st.train(progress=False)
-        out.update(scratch_returns=[float(e['episode_reward']) for e in st.history['episodes']], scratch_s=time.perf_counter() - t0)
+        out.update(scratch_returns=[float(e['episode_reward']) for e in st.history['episodes']], scratch_s=time.perf_counter() - t0, scratch_model=st.model)
     return out
 
 def transfer_learn(source, # path of a saved model, a `LoadedModel`, or an `ActorCritic`

@@ -161,7 +161,12 @@ def svg_chart(series:dict[str, tuple[Sequence[float], Sequence[float]]], # label
     pts = {k: [(float(x), float(y)) for x, y in zip(*xy) if math.isfinite(y)] for k, xy in series.items()}
     xs = [x for p in pts.values() for x, _ in p]; ys = [y for p in pts.values() for _, y in p] + list(hlines.values())
     L, R, T, B = 58, 12, 26, 40
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+    labels = list(pts) + list(hlines)  # the legend goes under the plot, in rows, so it never hides a curve
+    item_w = max(100, 30 + 6 * max((len(k) for k in labels), default=0))  # about 6 px per character at 11 px
+    per_row = max(1, (width - L) // item_w)
+    legend_h = 16 * math.ceil(len(labels) / per_row) if labels else 0
+    total_h = height + legend_h
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_h}" font-family="sans-serif" font-size="11">',
            f'<text x="{width / 2}" y="15" text-anchor="middle" font-size="13">{html.escape(title)}</text>']
     if not xs:
         out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">waiting for the first values</text></svg>')
@@ -180,22 +185,18 @@ def svg_chart(series:dict[str, tuple[Sequence[float], Sequence[float]]], # label
                    f'<text x="{L - 4}" y="{py(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
     out.append(f'<text x="{(L + width - R) / 2}" y="{height - 6}" text-anchor="middle">{html.escape(xlabel)}</text>'
                f'<text transform="translate(12 {(T + height - B) / 2}) rotate(-90)" text-anchor="middle">{html.escape(ylabel)}</text>')
-    legend = []
-    for i, (k, y) in enumerate(hlines.items()):
-        c = COLORS[(len(pts) + i) % len(COLORS)]
-        out.append(f'<line x1="{L}" x2="{width - R}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="{c}" stroke-dasharray="5 3"/>')
-        legend.append((k, c, True))
-    for i, (k, p) in enumerate(pts.items()):
-        c = COLORS[i % len(COLORS)]
+    color = {k: COLORS[i % len(COLORS)] for i, k in enumerate(labels)}
+    for k, y in hlines.items():
+        out.append(f'<line x1="{L}" x2="{width - R}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="{color[k]}" stroke-dasharray="5 3"/>')
+    for k, p in pts.items():
         if len(p) > max_points: p = p[::math.ceil(len(p) / max_points)] + [p[-1]]
-        if len(p) == 1: out.append(f'<circle cx="{px(p[0][0]):.1f}" cy="{py(p[0][1]):.1f}" r="3" fill="{c}"/>')
-        else: out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.6" points="{" ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in p)}"/>')
-        legend.insert(i, (k, c, False))
-    for j, (k, c, dashed) in enumerate(legend):
-        y = T + 12 + 14 * j
-        dash = ' stroke-dasharray="5 3"' if dashed else ''
-        out.append(f'<line x1="{L + 8}" x2="{L + 26}" y1="{y - 4}" y2="{y - 4}" stroke="{c}" stroke-width="2"{dash}/>'
-                   f'<text x="{L + 30}" y="{y}">{html.escape(k)}</text>')
+        if len(p) == 1: out.append(f'<circle cx="{px(p[0][0]):.1f}" cy="{py(p[0][1]):.1f}" r="3" fill="{color[k]}"/>')
+        elif p: out.append(f'<polyline fill="none" stroke="{color[k]}" stroke-width="1.6" points="{" ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in p)}"/>')
+    for j, k in enumerate(labels):
+        lx, ly = L + item_w * (j % per_row), height + 16 * (j // per_row) + 4
+        dash = ' stroke-dasharray="5 3"' if k in hlines else ''
+        out.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color[k]}" stroke-width="2"{dash}/>'
+                   f'<text x="{lx + 22}" y="{ly}">{html.escape(k)}</text>')
     out.append('</svg>')
     return ''.join(out)
 

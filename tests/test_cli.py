@@ -18,8 +18,8 @@ def test_help_lists_subcommands():
         assert cmd in r.stdout
 
 
-def test_demo_json_ranks_baselines():
-    r = run('demo', '--episodes', '3', '--json')
+def test_baselines_json_ranks_baselines():
+    r = run('baselines', '--episodes', '3', '--json')
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     ret = {(x['env'], x['policy']): x['return']['mean'] for x in rows}
@@ -29,10 +29,22 @@ def test_demo_json_ranks_baselines():
         assert ret[(c, 'oracle')] >= max(v for (e, _), v in ret.items() if e == c)
 
 
-def test_demo_table():
-    r = run('demo', '--episodes', '2', '--clusters', 'cluster-b')
+def test_baselines_table():
+    r = run('baselines', '--episodes', '2', '--clusters', 'cluster-b')
     assert r.returncode == 0, r.stderr
     assert '| cluster-b | hpa-60 |' in r.stdout and 'cluster-a' not in r.stdout.split('\n', 2)[2]
+
+
+def test_demo_quick_writes_tables_and_report(tmp_path):
+    report = tmp_path / 'report.html'
+    r = run('demo', '--quick', '--json', '--report', str(report))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert set(out['tables']) == {'baselines', 'ppo', 'transfer_metrics', 'transfer_eval', 'meta', 'meta_reference'}
+    assert out['budget']['ppo_episodes'] == 1000 and len(out['meta']['curve'][0]) == 6  # after 0..5 steps
+    assert '[3/5] transfer to cluster-b' in r.stderr  # the step headings go to stderr with --json
+    html = report.read_text()
+    assert html.count('<svg') == 4 and 'FOMAML' in html
 
 
 def test_bench_env_json():
@@ -46,9 +58,9 @@ def test_bench_env_json():
 
 
 def test_bad_input_is_a_clear_error():
-    r = run('demo', '--episodes', '0')
+    r = run('baselines', '--episodes', '0')
     assert r.returncode == 2 and '--episodes must be at least 1' in r.stderr
-    r = run('demo', '--episodes', '1', '--clusters', 'cluster-z')
+    r = run('baselines', '--episodes', '1', '--clusters', 'cluster-z')
     assert r.returncode == 2 and "cluster 'cluster-z' is not a preset" in r.stderr
     r = run('bench', 'everything')
     assert r.returncode == 2 and 'invalid choice' in r.stderr
