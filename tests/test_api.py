@@ -1,4 +1,5 @@
 """The REST server over real HTTP: `lwmecps-nb serve` as a subprocess on loopback, the embedded MongoDB-wire server, W&B offline."""
+import contextlib
 import os
 import signal
 import socket
@@ -38,14 +39,21 @@ def _serve(home, port):
     raise TimeoutError('the server did not come up in 90 s')
 
 
+@contextlib.contextmanager
+def serving(home):
+    "`lwmecps-nb serve` on a free loopback port with its data under `home`; stopped (server, then embedded database) at the end."
+    proc, url = _serve(home, _free_port())
+    try: yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try: proc.wait(timeout=60)
+        except subprocess.TimeoutExpired: proc.kill()
+        EmbeddedMongo(home / 'mongodb').stop()
+
+
 @pytest.fixture()
 def server(tmp_path):
-    proc, url = _serve(tmp_path, _free_port())
-    yield url
-    proc.send_signal(signal.SIGINT)
-    try: proc.wait(timeout=60)
-    except subprocess.TimeoutExpired: proc.kill()
-    EmbeddedMongo(tmp_path / 'mongodb').stop()
+    with serving(tmp_path) as url: yield url
 
 
 def _until_done(c, path, timeout=240):
@@ -176,7 +184,14 @@ def test_twenty_concurrent_clients(server):
     import threading
     codes, ids, lock = [], [], threading.Lock()
 
+    errors = []
+
     def client(i):
+        try: _client(i)
+        except Exception as e:  # an exception in a thread would otherwise vanish: keep it for the assertion
+            with lock: errors.append(f'client {i}: {type(e).__name__}: {e}')
+
+    def _client(i):
         with httpx.Client(base_url=server, timeout=60) as c:
             r = c.post(f'{API}/tasks', json={'name': f'client-{i}', 'env_config': 'tiny', 'total_episodes': 2, 'hyperparameters': {'num_envs': 1}})
             got = [r.status_code]
@@ -194,6 +209,7 @@ def test_twenty_concurrent_clients(server):
     threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
     for t in threads: t.start()
     for t in threads: t.join(timeout=300)
+    assert not errors, errors[:5]
     assert not [c for c in codes if c >= 500] and len(ids) == 20 and len(set(ids)) == 20
     with httpx.Client(base_url=server, timeout=30) as c:
         listing = c.get(f'{API}/tasks', params={'limit': 100}).json()

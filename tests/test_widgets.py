@@ -5,22 +5,13 @@ import time
 
 import pytest
 
-from test_api import _free_port, _serve
-from lwmecps_nb.store import EmbeddedMongo
+from test_api import _free_port, serving
 from lwmecps_nb.widgets import MetaLearningPanel, RemoteBackend, TrainingPanel, TransferPanel
-
-import signal, subprocess
 
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp('widgets-server')
-    proc, url = _serve(home, _free_port())
-    yield url
-    proc.send_signal(signal.SIGINT)
-    try: proc.wait(timeout=60)
-    except subprocess.TimeoutExpired: proc.kill()
-    EmbeddedMongo(home / 'mongodb').stop()
+    with serving(tmp_path_factory.mktemp('widgets-server')) as url: yield url
 
 
 def _server_task(url, path, task_id):
