@@ -175,13 +175,17 @@ def start_task(store:TaskStore, runner:TaskRunner, kind:str, task_id) -> dict:
     if kind == 'transfer': _transfer_source(store, store.get_task(kind, task_id)['config']['source_task_id'])
     return public_task(runner.start(kind, task_id))
 
-def task_results(store:TaskStore, kind:str, task_id, skip:int=0, limit:int|None=None) -> dict:
+def task_results(store:TaskStore, kind:str, task_id, skip:int=0, limit:int|None=None,
+                 metrics:bool=True, # include `metrics`, the last values of every metric (a poller that reads `results` from `skip` needs them not)
+                ) -> dict:
     "State, progress, a page of per-episode results, metrics, summary, reference (transfers) and error of a task, as `GET .../{task_id}/results` answers."
     d = store.get_task(kind, task_id)
-    return {'task_id': str(d['_id']), 'state': d['state'], 'progress': d['progress'], 'current_episode': d['current_episode'],
-            'total_episodes': d['total_episodes'], 'results': jsonable(store.results(kind, task_id, skip, limit)), 'metrics': d.get('metrics') or {},
-            'summary': jsonable(d.get('summary') or {}), 'reference': jsonable(d.get('reference')), 'error_message': d.get('error_message'),
-            'model_id': str(d['model_id']) if d.get('model_id') else None}
+    out = {'task_id': str(d['_id']), 'state': d['state'], 'progress': d['progress'], 'current_episode': d['current_episode'],
+           'total_episodes': d['total_episodes'], 'results': jsonable(store.results(kind, task_id, skip, limit)),
+           'summary': jsonable(d.get('summary') or {}), 'reference': jsonable(d.get('reference')), 'error_message': d.get('error_message'),
+           'model_id': str(d['model_id']) if d.get('model_id') else None}
+    if metrics: out['metrics'] = d.get('metrics') or {}
+    return out
 
 def _router(kind:str, path:str, body_model:type[BaseModel]) -> APIRouter:
     r = APIRouter(prefix=f'/api/training/{path}', tags=[path])
@@ -208,8 +212,9 @@ def _router(kind:str, path:str, body_model:type[BaseModel]) -> APIRouter:
         return public_task(request.app.state.runner.stop(kind, task_id))
 
     @r.get('/{task_id}/results', summary=f"A {kind} task's per-episode results")
-    def results(task_id: str, request: Request, skip: int = Query(0, ge=0, le=10**9), limit: int | None = Query(None, ge=1, le=100_000)) -> dict:
-        return task_results(request.app.state.store, kind, task_id, skip, limit)
+    def results(task_id: str, request: Request, skip: int = Query(0, ge=0, le=10**9), limit: int | None = Query(None, ge=1, le=100_000),
+                metrics: bool = Query(True, description="include each metric's last values (false: only the results page)")) -> dict:
+        return task_results(request.app.state.store, kind, task_id, skip, limit, metrics)
 
     @r.delete('/{task_id}', status_code=204, summary=f'Delete a {kind} task, its results and its model')
     def delete(task_id: str, request: Request) -> Response:

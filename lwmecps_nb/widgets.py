@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from .api import BODIES, ROUTES, create_task, public_task, start_task, task_results
 from .runner import META_DEFAULTS, TaskRunner
-from .store import FINAL_STATES, InvalidTaskId, MemoryTaskStore, TaskNotFound, TaskStateError
+from .store import FINAL_STATES, InvalidTaskId, MemoryTaskStore, TaskNotFound, TaskStateError, TaskStore
 from .tasks import PRESETS, TASK_DISTRIBUTIONS
 from .tracking import Tracker, metric_name
 from .transfer import TRANSFER_TYPES, initial_frozen
@@ -51,7 +51,7 @@ def _refused(f, *args):
 class LocalBackend:
     "Tasks run in background threads of this process: the server's runner on an in-memory store, validated and reported as the server does."
     mode = 'local'
-    def __init__(self, store=None, # default `MemoryTaskStore()`; a `TaskStore` keeps the runs in MongoDB instead
+    def __init__(self, store:MemoryTaskStore|TaskStore|None=None, # default `MemoryTaskStore()`; a `TaskStore` keeps the runs in MongoDB instead
                  tracker:Tracker|None=None, # W&B runs; default `Tracker()` (offline without an API key)
                  max_concurrent:int=2, # tasks executing at once, as the server's default (more wait in the runner's queue)
                  flush_s:float=0.2, # how often a running task publishes its new results
@@ -62,7 +62,7 @@ class LocalBackend:
     def create(self, kind:str, body:dict) -> dict: return _refused(create_task, self.store, kind, body)
     def start(self, kind:str, task_id:str) -> dict: return _refused(start_task, self.store, self.runner, kind, task_id)
     def stop(self, kind:str, task_id:str) -> dict: return _refused(lambda: public_task(self.runner.stop(kind, task_id)))
-    def results(self, kind:str, task_id:str, skip:int=0) -> dict: return _refused(task_results, self.store, kind, task_id, skip)
+    def results(self, kind:str, task_id:str, skip:int=0) -> dict: return _refused(task_results, self.store, kind, task_id, skip, None, False)
     def tasks(self, kind:str, state:str|None=None, limit:int=100) -> list[dict]:
         return [public_task(d) for d in _refused(self.store.list_tasks, kind, state, 0, limit)[0]]
 
@@ -123,7 +123,8 @@ class RemoteBackend:
     def create(self, kind:str, body:dict) -> dict: return self._request('POST', self._kind(kind), body)
     def start(self, kind:str, task_id:str) -> dict: return self._request('POST', f'{self._kind(kind)}/{task_id}/start')
     def stop(self, kind:str, task_id:str) -> dict: return self._request('POST', f'{self._kind(kind)}/{task_id}/stop')
-    def results(self, kind:str, task_id:str, skip:int=0) -> dict: return self._request('GET', f'{self._kind(kind)}/{task_id}/results', query={'skip': skip})
+    def results(self, kind:str, task_id:str, skip:int=0) -> dict:  # new rows only, without the metric lists: light enough to poll every second
+        return self._request('GET', f'{self._kind(kind)}/{task_id}/results', query={'skip': skip, 'metrics': 'false'})
     def tasks(self, kind:str, state:str|None=None, limit:int=100) -> list[dict]:
         return self._request('GET', self._kind(kind), query={'state': state, 'limit': limit})['items']
 
