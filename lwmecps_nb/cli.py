@@ -34,8 +34,8 @@ def run_demo(quick:bool=False, # the one-minute version (smaller budgets, same s
             ) -> dict:
     "The main job on the embedded defaults: baselines, a PPO source on cluster-a, its transfer to cluster-b with the three types, FOMAML on the default task distribution and its adaptation to held-out tasks; every figure measured in this run."
     import torch
-    from lwmecps_nb.baselines import HPAAutoscaler, RandomPolicy, baseline_policies, evaluate, mean_ci
-    from lwmecps_nb.meta_rl import ClusterTaskSource, default_rollout, held_out_metrics, meta_train_rl
+    from lwmecps_nb.baselines import HPAAutoscaler, baseline_policies, evaluate
+    from lwmecps_nb.meta_rl import ClusterTaskSource, adaptation_returns, default_rollout, held_out_metrics, meta_train_rl
     from lwmecps_nb.ppo import PPOConfig, policy_from, train_ppo
     from lwmecps_nb.runner import META_DEFAULTS
     from lwmecps_nb.tasks import make_env
@@ -87,14 +87,13 @@ def run_demo(quick:bool=False, # the one-minute version (smaller budgets, same s
     t0 = time.perf_counter()
     ho = held_out_metrics(meta.model, source, n_tasks=b['held_out_tasks'], steps=b['test_steps'], step_size=m['inner_lr'], cfg=cfg,
                           scratch_episodes=b['scratch_episodes'], seed=seed, eval_seed=ev_seed)
-    torch.manual_seed(seed)
-    untrained = held_out_metrics(source.make_model(), source, n_tasks=b['held_out_tasks'], steps=b['test_steps'], step_size=m['inner_lr'], cfg=cfg,
-                                 scratch_episodes=b['scratch_episodes'], seed=seed, eval_seed=ev_seed)
     tasks = source.held_out()[:b['held_out_tasks']]
+    torch.manual_seed(seed)  # the initialisation meta-training started from; its curve alone (the references above are the same tasks')
+    untrained = adaptation_returns(source.make_model(), source, tasks, steps=b['test_steps'], step_sizes=m['inner_lr'], cfg=cfg, seed=ev_seed)
     hpa = [float(evaluate(HPAAutoscaler(), make_env(t), episodes=b['eval_episodes'], seed=ev_seed).episodes['return'].mean()) for t in tasks]
     timed('adaptation', t0)
     out['meta'] = {'settings': m, 'history': [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in meta.history],
-                   'tasks': ho['tasks'], 'curve': ho['curve'].tolist(), 'untrained_curve': untrained['curve'].tolist(),
+                   'tasks': ho['tasks'], 'curve': ho['curve'].tolist(), 'untrained_curve': untrained.tolist(),
                    'scratch': ho['scratch'].tolist(), 'random': ho['random'].tolist(), 'hpa': hpa,
                    'adaptation_accuracy': ho['adaptation_accuracy'], 'adaptation_speed': ho['adaptation_speed'], 'task_performance': ho['task_performance']}
     out['wall_time_s'] = sum(out['timings_s'].values())

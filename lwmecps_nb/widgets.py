@@ -223,17 +223,18 @@ def field_bounds(model:type[BaseModel], name:str) -> tuple[Any, Any]:
         hi = getattr(m, 'le', hi) if getattr(m, 'le', None) is not None else hi
     return lo, hi
 
+_STYLE = {'description_width': '130px'}  # room for the longest field names
+
 def _log_slider(name, value, lo, hi, **kw) -> W.FloatLogSlider:
     return W.FloatLogSlider(value=value, base=10, min=math.log10(lo), max=math.log10(hi), step=0.05, description=name,
-                            readout_format='.3g', continuous_update=False, style={'description_width': '130px'}, **kw)
+                            readout_format='.3g', continuous_update=False, style=_STYLE, **kw)
 
 def _int(name, value, model, field=None, lo=None, hi=None, slider=True) -> W.Widget:
     flo, fhi = field_bounds(model, field) if field else (None, None)
     lo, hi = flo if lo is None else lo, fhi if hi is None else hi
     cls = W.IntSlider if slider else W.BoundedIntText
-    return cls(value=value, min=lo, max=hi, description=name, continuous_update=False, style={'description_width': '130px'})
+    return cls(value=value, min=lo, max=hi, description=name, continuous_update=False, style=_STYLE)
 
-_STYLE = {'description_width': '130px'}
 
 class TaskPanel(W.VBox):
     "What the three panels share: local or remote mode, Run and Stop, progress, live curves, a results table, and messages instead of tracebacks."

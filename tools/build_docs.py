@@ -141,14 +141,6 @@ def convert(nb_path: Path, site_url: str, rel_root: str, s: dict, lookup) -> dic
                                        'language_info': {'name': 'python', 'pygments_lexer': 'ipython3'}}, 'nbformat': 4, 'nbformat_minor': 5}
 
 
-def _title(page: dict, default: str) -> str:
-    for c in page['cells']:
-        if c['cell_type'] == 'markdown':
-            m = re.match(r'#\s+(.+)', c['source'].strip())
-            if m: return m.group(1).strip()
-    return default
-
-
 def build(out: Path = ROOT / 'docs') -> dict:
     "The whole site into `out`; returns its pages and the build's warnings."
     from nbdev.doclinks import NbdevLookup
