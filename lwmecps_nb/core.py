@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['Settings', 'get_settings', 'get_logger', 'setup_logging', 'seed_everything', 'package_data_path']
+__all__ = ['DEFAULT_SERVER_PORT', 'Settings', 'get_settings', 'get_logger', 'setup_logging', 'seed_everything',
+           'package_data_path']
 
 # %% ../nbs/00_core.ipynb #a975aa83
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ def get_settings(environ:dict|None=None, # mapping to read instead of `os.enviro
     if mode is not None and mode not in _WANDB_MODES:
         raise ValueError(f"WANDB_MODE={mode!r} is not a W&B mode; use one of {', '.join(_WANDB_MODES[:3])}")
     return Settings(**kw)
+
+# %% ../nbs/00_core.ipynb #273d5e3b
+DEFAULT_SERVER_PORT = 8010 # `lwmecps-nb serve`'s port unless told otherwise; the panels' remote default
 
 # %% ../nbs/00_core.ipynb #ff17f1d1
 def get_logger(name:str='lwmecps_nb', # a module name; names outside the package are nested under it

@@ -12,13 +12,15 @@ from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
+from fastcore.basics import patch
 
 from .cluster import ClusterSpec, LoadSpec, Node, LOAD_PATTERNS
 from .envs import ENV_ID, DEFAULT_EPISODE_STEPS, KubeMECVectorEnv
 
 # %% auto #0
-__all__ = ['PRESETS', 'FAMILIES', 'TRAFFIC_PATTERNS', 'DEFAULT_TASK_DISTRIBUTION', 'HELD_OUT_KEY', 'TASK_DISTRIBUTIONS',
-           'ENV_OPTIONS', 'preset', 'Task', 'TaskDistribution', 'spec_from_config', 'make_env', 'make_vector_env']
+__all__ = ['PRESETS', 'FAMILIES', 'TRAFFIC_PATTERNS', 'DEFAULT_TASK_DISTRIBUTION', 'HELD_OUT_KEY', 'NODE_SCALE', 'REQUEST_SCALE',
+           'TASK_DISTRIBUTIONS', 'ENV_OPTIONS', 'preset', 'Task', 'TaskDistribution', 'spec_from_config', 'make_env',
+           'make_vector_env']
 
 # %% ../nbs/04_tasks.ipynb #f70a37bd
 def _tiny():
@@ -57,8 +59,39 @@ DEFAULT_TASK_DISTRIBUTION = {
 _KNOWN = {'kubernetes_scaling': {'max_pods': int, 'cpu_requirement': float, 'memory_requirement': float},
           'load_balancing': {'traffic_pattern': str, 'latency_threshold': float}}
 HELD_OUT_KEY = 0x48454C44  # "HELD": the seed-sequence key of the held-out stream
+NODE_SCALE = (0.75, 1.5)  # a task's node CPU and memory: the base's times U(NODE_SCALE)
+REQUEST_SCALE = (0.5, 1.5)  # a `kubernetes_scaling` task's pod requests: the requirement times U(REQUEST_SCALE)
+
+def _requirement(cfg:dict, key:str) -> float:
+    "A `kubernetes_scaling` pod requirement, its default when the configuration leaves it out."
+    return float(cfg.get(key, DEFAULT_TASK_DISTRIBUTION['kubernetes_scaling'][key]))
 
 # %% ../nbs/04_tasks.ipynb #dd8e95f7
+def _validate_config(cfg:dict) -> dict:
+    "`cfg` if it is a valid `task_distribution`, else `ValueError` naming the field."
+    if not isinstance(cfg, dict) or not cfg:
+        raise ValueError('task_distribution must be a non-empty JSON object with kubernetes_scaling '
+                         'and/or load_balancing')
+    unknown = set(cfg) - set(FAMILIES)
+    if unknown: raise ValueError(f'task_distribution: unknown family {sorted(unknown)}; use {list(FAMILIES)}')
+    for fam, params in cfg.items():
+        if not isinstance(params, dict): raise ValueError(f'task_distribution.{fam} must be an object')
+        bad = set(params) - set(_KNOWN[fam])
+        if bad:
+            raise ValueError(f'task_distribution.{fam}: unknown field(s) {sorted(bad)}; known: {sorted(_KNOWN[fam])}')
+        for k, v in params.items():
+            where = f'task_distribution.{fam}.{k}'
+            if _KNOWN[fam][k] is str:
+                if v not in TRAFFIC_PATTERNS:
+                    raise ValueError(f"{where} = {v!r}; use one of {', '.join(TRAFFIC_PATTERNS)}")
+            elif _KNOWN[fam][k] is int:  # max_pods: a bound; the distribution caps it by what its nodes hold
+                if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                    raise ValueError(f'{where} must be a positive integer, got {v!r}')
+            elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0):
+                raise ValueError(f'{where} must be a positive finite number, got {v!r}')
+    return cfg
+
+# %% ../nbs/04_tasks.ipynb #d5fb63a7
 class TaskDistribution:
     "Samples cluster tasks around a base cluster, as the product document's `task_distribution` describes."
     def __init__(self,
@@ -70,100 +103,111 @@ class TaskDistribution:
         self.families = tuple(f for f in FAMILIES if f in self.config)
         base = base or ClusterSpec()
         ks = self.config.get('kubernetes_scaling')
-        if ks and 'max_pods' in ks: base = replace(base, max_pods=int(ks['max_pods']))
-        self.base = base
+        if ks and 'max_pods' in ks: base = replace(base, max_pods=ks['max_pods'])
+        self.base = base  # what `most_pods_per_node` scales
+        self.base = replace(base, max_pods=min(base.max_pods, self.most_pods_per_node()))
         self.n_held_out = n_held_out
+
+    def _roomiest(self) -> list[ClusterSpec]:
+        "Per family, the cluster with the most room a draw can give: nodes at their largest, pods at their smallest."
+        b, hi = self.base, NODE_SCALE[1]
+        nodes = [Node(n.name, n.cpu * hi, n.memory_mb * hi) for n in b.nodes]
+        out = []
+        if 'kubernetes_scaling' in self.config:
+            ks = self.config['kubernetes_scaling']
+            out.append(replace(b, nodes=nodes, cpu_request=_requirement(ks, 'cpu_requirement') * REQUEST_SCALE[0],
+                               memory_request=_requirement(ks, 'memory_requirement') * REQUEST_SCALE[0]))
+        if 'load_balancing' in self.config: out.append(replace(b, nodes=nodes))  # the base's pod requests
+        return out
+
+    def most_pods_per_node(self) -> int:
+        "The most pods of one deployment one node of any task can hold (at least 1): the cap on `max_pods`."
+        return max(1, max(int(s.pods_per_node().max()) for s in self._roomiest()))
 
     @classmethod
     def from_config(cls, task_distribution:dict|str|Path, **kwargs) -> TaskDistribution:
         "Build from the JSON dict, a JSON string, or a path to a JSON file."
-        if isinstance(task_distribution, Path) or (isinstance(task_distribution, str) and not task_distribution.lstrip().startswith('{')):
-            path = Path(task_distribution)
+        td = task_distribution
+        if isinstance(td, Path) or (isinstance(td, str) and not td.lstrip().startswith('{')):
+            path = Path(td)
             if not path.exists(): raise ValueError(f'task_distribution file not found: {path}')
-            task_distribution = json.loads(path.read_text())
-        elif isinstance(task_distribution, str): task_distribution = json.loads(task_distribution)
-        return cls(task_distribution, **kwargs)
-
-    def _draw(self, rng:np.random.Generator, name:str) -> Task:
-        b = self.base
-        family = self.families[rng.integers(len(self.families))]
-        cfg = self.config[family]
-        nodes = [Node(n.name, n.cpu * rng.uniform(0.75, 1.5), n.memory_mb * rng.uniform(0.75, 1.5)) for n in b.nodes]
-        kw = dict(nodes=nodes, service_rate=float(np.mean(b.per_deployment('service_rate')) * rng.uniform(0.75, 1.25)))
-        S = len(b.stations)
-        if family == 'kubernetes_scaling':
-            kw.update(cpu_request=cfg.get('cpu_requirement', 1.0) * rng.uniform(0.5, 1.5),
-                      memory_request=cfg.get('memory_requirement', 1000.) * rng.uniform(0.5, 1.5),
-                      load=LoadSpec('diurnal', level=rng.uniform(10, 30)))
-        else:
-            pattern = cfg.get('traffic_pattern', 'uniform')
-            choices = [p for p in LOAD_PATTERNS if S == 4 or not p.startswith('hcpp')]
-            if pattern == 'mixed': pattern = choices[rng.integers(len(choices))]
-            level = rng.uniform(12, 24)
-            shares = tuple(S * rng.dirichlet(np.full(S, 2.)))
-            scale = level / 16.6 if pattern.startswith('hcpp') else 1.0  # HCPP traces average 16.6 users per station
-            kw.update(load=LoadSpec(pattern, scale=scale, level=level, shares=shares),
-                      latency_ms=np.asarray(b.latency_ms) * rng.uniform(0.5, 1.5, (S, b.n_nodes)),
-                      latency_threshold=cfg.get('latency_threshold', b.latency_threshold) * rng.uniform(0.8, 1.2))
-        return Task(name, family, replace(b, name=name, **kw))
-
-    def sample(self, n:int, # number of tasks
-               seed:int|None=None, # same seed, same tasks
-              ) -> list[Task]:
-        "Draw `n` training tasks."
-        if not (isinstance(n, (int, np.integer)) and n > 0): raise ValueError(f'n must be a positive integer, got {n!r}')
-        rng = np.random.default_rng(np.random.SeedSequence(seed) if seed is not None else None)
-        stamp = '' if seed is None else f's{seed}-'
-        return [self._draw(rng, f'{self.families[0] if len(self.families) == 1 else "task"}-{stamp}{i}') for i in range(n)]
-
-    def held_out(self) -> list[Task]:
-        "The fixed held-out tasks for meta-testing (never produced by `sample`)."
-        rng = np.random.default_rng(np.random.SeedSequence(HELD_OUT_KEY, spawn_key=(1,)))
-        return [replace(t, name=f'held-out-{i}', spec=replace(t.spec, name=f'held-out-{i}'))
-                for i, t in enumerate(self._draw(rng, 'held-out') for _ in range(self.n_held_out))]
+            td = json.loads(path.read_text())
+        elif isinstance(td, str): td = json.loads(td)
+        return cls(td, **kwargs)
 
     def __repr__(self): return f'TaskDistribution({json.dumps(self.config)})'
 
-def _validate_config(cfg:dict) -> dict:
-    if not isinstance(cfg, dict) or not cfg: raise ValueError('task_distribution must be a non-empty JSON object with kubernetes_scaling and/or load_balancing')
-    unknown = set(cfg) - set(FAMILIES)
-    if unknown: raise ValueError(f'task_distribution: unknown family {sorted(unknown)}; use {list(FAMILIES)}')
-    for fam, params in cfg.items():
-        if not isinstance(params, dict): raise ValueError(f'task_distribution.{fam} must be an object')
-        bad = set(params) - set(_KNOWN[fam])
-        if bad: raise ValueError(f'task_distribution.{fam}: unknown field(s) {sorted(bad)}; known: {sorted(_KNOWN[fam])}')
-        for k, v in params.items():
-            where = f'task_distribution.{fam}.{k}'
-            if _KNOWN[fam][k] is str:
-                if v not in TRAFFIC_PATTERNS: raise ValueError(f"{where} = {v!r}; use one of {', '.join(TRAFFIC_PATTERNS)}")
-            elif _KNOWN[fam][k] is int:
-                if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000): raise ValueError(f'{where} must be an integer in 1..1000, got {v!r}')
-            elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0):
-                raise ValueError(f'{where} must be a positive finite number, got {v!r}')
-    return cfg
+# %% ../nbs/04_tasks.ipynb #59621567
+@patch
+def _draw(self:TaskDistribution, rng:np.random.Generator, name:str) -> Task:
+    b = self.base
+    family = self.families[rng.integers(len(self.families))]
+    cfg = self.config[family]
+    nodes = [Node(n.name, n.cpu * rng.uniform(*NODE_SCALE), n.memory_mb * rng.uniform(*NODE_SCALE)) for n in b.nodes]
+    kw = dict(nodes=nodes, service_rate=float(np.mean(b.per_deployment('service_rate')) * rng.uniform(0.75, 1.25)))
+    S = len(b.stations)
+    if family == 'kubernetes_scaling':
+        kw.update(cpu_request=_requirement(cfg, 'cpu_requirement') * rng.uniform(*REQUEST_SCALE),
+                  memory_request=_requirement(cfg, 'memory_requirement') * rng.uniform(*REQUEST_SCALE),
+                  load=LoadSpec('diurnal', level=rng.uniform(10, 30)))
+    else:
+        pattern = cfg.get('traffic_pattern', 'uniform')
+        choices = [p for p in LOAD_PATTERNS if S == 4 or not p.startswith('hcpp')]
+        if pattern == 'mixed': pattern = choices[rng.integers(len(choices))]
+        level = rng.uniform(12, 24)
+        shares = tuple(S * rng.dirichlet(np.full(S, 2.)))
+        scale = level / 16.6 if pattern.startswith('hcpp') else 1.0  # HCPP traces average 16.6 users per station
+        kw.update(load=LoadSpec(pattern, scale=scale, level=level, shares=shares),
+                  latency_ms=np.asarray(b.latency_ms) * rng.uniform(0.5, 1.5, (S, b.n_nodes)),
+                  latency_threshold=cfg.get('latency_threshold', b.latency_threshold) * rng.uniform(0.8, 1.2))
+    return Task(name, family, replace(b, name=name, **kw))
+
+@patch
+def sample(self:TaskDistribution, n:int, # number of tasks
+           seed:int|None=None, # same seed, same tasks
+          ) -> list[Task]:
+    "Draw `n` training tasks."
+    if not (isinstance(n, (int, np.integer)) and n > 0): raise ValueError(f'n must be a positive integer, got {n!r}')
+    rng = np.random.default_rng(np.random.SeedSequence(seed) if seed is not None else None)
+    stamp = '' if seed is None else f's{seed}-'
+    prefix = self.families[0] if len(self.families) == 1 else 'task'
+    return [self._draw(rng, f'{prefix}-{stamp}{i}') for i in range(n)]
+
+@patch
+def held_out(self:TaskDistribution) -> list[Task]:
+    "The fixed held-out tasks for meta-testing (never produced by `sample`)."
+    rng = np.random.default_rng(np.random.SeedSequence(HELD_OUT_KEY, spawn_key=(1,)))
+    return [replace(t, name=f'held-out-{i}', spec=replace(t.spec, name=f'held-out-{i}'))
+            for i, t in enumerate(self._draw(rng, 'held-out') for _ in range(self.n_held_out))]
 
 # %% ../nbs/04_tasks.ipynb #e1cecc74
 TASK_DISTRIBUTIONS = {
     'default (both families)': DEFAULT_TASK_DISTRIBUTION,
     'kubernetes_scaling only': {'kubernetes_scaling': DEFAULT_TASK_DISTRIBUTION['kubernetes_scaling']},
     'load_balancing only': {'load_balancing': DEFAULT_TASK_DISTRIBUTION['load_balancing']},
-    'load_balancing, mixed traffic': {'load_balancing': {**DEFAULT_TASK_DISTRIBUTION['load_balancing'], 'traffic_pattern': 'mixed'}},
+    'load_balancing, mixed traffic': {'load_balancing': {**DEFAULT_TASK_DISTRIBUTION['load_balancing'],
+                                                         'traffic_pattern': 'mixed'}},
 }
 
 # %% ../nbs/04_tasks.ipynb #6c74e8d0
-ENV_OPTIONS = ('max_episode_steps', 'step_seconds', 'start', 'latency_weight', 'sla_weight', 'replica_cost', 'render_mode', 'backend')
+ENV_OPTIONS = ('max_episode_steps', 'step_seconds', 'start', 'latency_weight', 'sla_weight', 'replica_cost',
+               'render_mode', 'backend')
 
 def spec_from_config(env_config:dict|str|Task|ClusterSpec) -> tuple[ClusterSpec, dict]:
     "Split an `env_config` into its `ClusterSpec` and the environment options."
     if isinstance(env_config, str): env_config = {'cluster': env_config}
     if isinstance(env_config, Task): return env_config.spec, {}
     if isinstance(env_config, ClusterSpec): return env_config, {}
-    if not isinstance(env_config, dict): raise ValueError(f'env_config must be a dict, a preset name, a Task or a ClusterSpec; got {type(env_config).__name__}')
+    if not isinstance(env_config, dict):
+        raise ValueError('env_config must be a dict, a preset name, a Task or a ClusterSpec; '
+                         f'got {type(env_config).__name__}')
     cfg = dict(env_config)
     sources = [k for k in ('cluster', 'task', 'spec') if k in cfg]
     if len(sources) > 1: raise ValueError(f'env_config: give one of cluster, task, spec; got {sources}')
     unknown = set(cfg) - set(ENV_OPTIONS) - {'cluster', 'task', 'spec'}
-    if unknown: raise ValueError(f"env_config: unknown key(s) {sorted(unknown)}; known: cluster, task, spec, {', '.join(ENV_OPTIONS)}")
+    if unknown:
+        raise ValueError(f"env_config: unknown key(s) {sorted(unknown)}; "
+                         f"known: cluster, task, spec, {', '.join(ENV_OPTIONS)}")
     src = sources[0] if sources else None
     if src == 'cluster': spec = preset(cfg.pop('cluster'))
     elif src == 'task':
@@ -192,9 +236,11 @@ def make_vector_env(env_configs:Sequence|dict|str|Task|ClusterSpec, # one config
     many = isinstance(env_configs, (list, tuple))
     pairs = [spec_from_config(c) for c in (env_configs if many else [env_configs])]
     opts = {**pairs[0][1], **overrides}
-    if any(p[1] != pairs[0][1] for p in pairs): raise ValueError('env_configs: all environments of a vector env must share their options')
+    if any(p[1] != pairs[0][1] for p in pairs):
+        raise ValueError('env_configs: all environments of a vector env must share their options')
     for k in ('render_mode', 'backend'):
-        if opts.pop(k, None) not in (None, 'simulator'): raise ValueError(f'{k} is not supported by the vector environment')
+        if opts.pop(k, None) not in (None, 'simulator'):
+            raise ValueError(f'{k} is not supported by the vector environment')
     specs = [p[0] for p in pairs]
     if not many and num_envs: specs = specs * num_envs
     return KubeMECVectorEnv(specs, **opts)

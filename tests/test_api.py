@@ -109,7 +109,15 @@ def test_spec_example_over_http(server):
         assert md['state'] == 'completed', md
         mr = c.get(f"{API}/meta-tasks/{mt['id']}/results").json()
         assert len(mr['metrics']['fomaml/meta_loss']) == 3 and 'fomaml/gradient_norm' in mr['metrics']
-        assert 'fomaml/adaptation_accuracy' in mr['summary']
+        assert 'fomaml/adaptation_speed' in mr['metrics'] and len(set(mr['metrics']['fomaml/meta_loss'])) == 3  # it moves
+        assert 'fomaml/adaptation_accuracy' in mr['summary'] and md['algorithm_run'] == 'fomaml'
+        assert isinstance(mr['advice'], list) and md['advice'] == mr['advice']  # the runner's troubleshooting, in both answers
+        # the document's FOMAML_CONFIG runs implicit FOMAML under the fomaml/* names: the API says which algorithm runs
+        fomaml_config = {'inner_lr': 0.01, 'outer_lr': 0.001, 'adaptation_steps': 5, 'meta_batch_size': 6, 'use_implicit_gradients': True}
+        fo = c.post(f'{API}/meta-tasks', json={'name': 'FOMAML', 'meta_algorithm': 'fomaml', **fomaml_config})
+        assert fo.status_code == 201 and fo.json()['algorithm_run'] == 'implicit_fomaml', fo.text
+        got = c.get(f"{API}/meta-tasks/{fo.json()['id']}").json()
+        assert got['algorithm_run'] == 'implicit_fomaml' and got['config']['meta_algorithm'] == 'fomaml'
         assert md['wandb_run_id'] and md['wandb_run_id'] != td['wandb_run_id']  # one W&B run per task
         listing = c.get(f'{API}/tasks', params={'state': 'completed'}).json()
         assert listing['total'] == 1 and listing['items'][0]['id'] == src['id']

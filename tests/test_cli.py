@@ -16,6 +16,40 @@ def test_help_lists_subcommands():
     assert r.returncode == 0
     for cmd in ('demo', 'train', 'transfer', 'meta', 'adapt', 'bench', 'serve', 'db'):
         assert cmd in r.stdout
+    assert '--verbose' in r.stdout and 'Transfer learning progress' in r.stdout  # what -v shows
+
+
+def test_each_bench_target_has_its_own_parser():
+    r = run('bench', '--help')
+    assert r.returncode == 0
+    for target in ('env', 'ppo', 'meta', 'meta-rl', 'api'):
+        assert target in r.stdout
+    own = {'env': '--seconds', 'ppo': '--eval-episodes', 'meta': '--iterations', 'meta-rl': '--warm-start-fraction',
+           'api': '--clients'}
+    for target, option in own.items():
+        h = run('bench', target, '--help')
+        assert h.returncode == 0 and option in h.stdout, (target, h.stdout)
+        assert all(o not in h.stdout for t, o in own.items() if o != option and t not in (target, 'meta')), (target, h.stdout)
+    r = run('bench', 'env', '--clients', '3')
+    assert r.returncode == 2 and 'unrecognized arguments: --clients 3' in r.stderr
+
+
+TINY_META = ('meta', '--iterations', '2', '--meta-batch-size', '2', '--trajectories', '2', '--held-out', '1', '--test-steps', '1',
+             '--eval-episodes', '1', '--json')
+
+
+def test_verbose_shows_the_progress_lines_the_default_hides(tmp_path):
+    import re
+    progress = re.compile(r'meta-episode \d+: loss=')
+    quiet = run(*TINY_META, '--out', str(tmp_path / 'a.pt'))
+    assert quiet.returncode == 0, quiet.stderr
+    assert not progress.search(quiet.stderr), quiet.stderr
+    for argv in (('-v', *TINY_META), (*TINY_META, '--verbose')):  # before or after the subcommand
+        loud = run(*argv, '--out', str(tmp_path / 'b.pt'))
+        assert loud.returncode == 0, loud.stderr
+        assert len(progress.findall(loud.stderr)) == 2, loud.stderr  # one line per meta-iteration
+    r = run('-v', *TINY_META, '-q')
+    assert r.returncode == 2 and 'contradict' in r.stderr
 
 
 def test_baselines_json_ranks_baselines():
@@ -119,6 +153,14 @@ def test_transfer_measures_against_scratch(tiny_model, tmp_path):
     per_layer = m['parameter_distance']['per_layer']
     assert per_layer[0]['distance'] == 0 and per_layer[1]['distance'] == 0 and per_layer[2]['distance'] > 0
     assert out.exists()
+
+
+def test_transfer_verbose_logs_its_progress(tiny_model, tmp_path):
+    src, _ = tiny_model
+    argv = ('transfer', '--source', str(src), '--env-config', 'tiny', '--episodes', '4', '--num-envs', '2', '--eval-episodes', '1', '--json')
+    loud, quiet = run(*argv, '--verbose'), run(*argv)
+    assert loud.returncode == 0 and quiet.returncode == 0, (loud.stderr, quiet.stderr)
+    assert 'Transfer learning progress: 100.00%' in loud.stderr and 'Transfer learning progress' not in quiet.stderr
 
 
 def test_transfer_errors_name_the_cause(tiny_model, tmp_path):

@@ -16,7 +16,8 @@ def _docs():
 def _calls_of_an_episode():
     "(apiGroup, resource, verb) of every request KubernetesCluster makes over an episode on the test server."
     from kubernetes import client
-    from lwmecps_nb.kube import KubernetesCluster, KubeTestServer, SimulatorWindowMetrics, TestServerClock
+    from lwmecps_nb.kube import KubernetesCluster, SimulatorWindowMetrics, TestServerClock
+    from lwmecps_nb.kube_testing import KubeTestServer
     from lwmecps_nb.tasks import preset
     spec = preset('cluster-a')
     rng = np.random.default_rng(0)

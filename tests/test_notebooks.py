@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(p for p in (ROOT / 'nbs').rglob('*.ipynb') if '.ipynb_checkpo
 
 def test_there_are_notebooks():
     names = {p.stem for p in NOTEBOOKS}
-    assert {'00_core', '01_cluster', '02_envs', '04_tasks', '07_baselines', '16_cli'} <= names
+    assert {'00_core', '01_cluster', '02_envs', '04_tasks', '07_baselines', '16_bench', '17_cli'} <= names
 
 
 @pytest.mark.parametrize('notebook', NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT / 'nbs')))

@@ -57,6 +57,13 @@ def test_embedded_server_is_shared_between_processes_and_keeps_data(home):
     db.client.close()
 
 
+def test_store_imports_without_fcntl():
+    # Windows has no fcntl: the store (and so the REST server, the CLI and the panels) must import without it
+    code = "import sys; sys.modules['fcntl'] = None; import lwmecps_nb.store as s; print(s.EmbeddedMongo.__name__)"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == ['EmbeddedMongo'], r.stderr
+
+
 def test_stored_data_survives_bad_input(home):
     store = TaskStore(connect(Settings(home=home, mongodb_database='bad')))
     t = store.create_task('transfer', 'x', {'transfer_type': 'fine_tuning'}, total_episodes=2)

@@ -6,7 +6,8 @@ import time
 import pytest
 
 from test_api import _free_port, serving
-from lwmecps_nb.widgets import MetaLearningPanel, RemoteBackend, TrainingPanel, TransferPanel
+from lwmecps_nb.tracking import Tracker
+from lwmecps_nb.widgets import LocalBackend, MetaLearningPanel, RemoteBackend, TrainingPanel, TransferPanel
 
 
 @pytest.fixture(scope='module')
@@ -81,3 +82,27 @@ def test_unreachable_server_is_a_message():
     p = TrainingPanel(backend=RemoteBackend(f'http://127.0.0.1:{_free_port()}'))
     assert p.run() is None
     assert 'cannot reach the server' in p.message.value and p.task is None
+
+
+def test_remote_default_is_where_serve_listens():
+    from lwmecps_nb.cli import build_parser
+    port = build_parser().parse_args(['serve']).port
+    assert RemoteBackend().url == f'http://127.0.0.1:{port}'
+    be = LocalBackend(tracker=Tracker(mode='disabled'))
+    try: assert MetaLearningPanel(backend=be).server_url.value == f'http://127.0.0.1:{port}'  # what the mode toggle talks to
+    finally: be.close()
+
+
+def test_meta_panel_shows_the_advice_from_the_server(server):
+    "At the document's inner_lr of 0.01 adaptation changes nothing: the server's task and the panel say so, with the cure."
+    mp = MetaLearningPanel(backend=RemoteBackend(server), poll_s=0.2)
+    mp.preset.value = 'load_balancing only'
+    mp.episodes.value, mp.batch.value, mp.trajectories.value, mp.held_out.value, mp.steps.value = 2, 2, 2, 1, 1
+    mp.inner_lr.value = 0.01
+    assert mp.run() is not None, mp.message.value
+    r = mp.wait(400)
+    assert r is not None and r['state'] == 'completed', (r, mp.message.value)
+    assert abs(r['summary']['fomaml/adaptation_accuracy']) < 0.2, r['summary']
+    assert r['advice'][0]['problem'] == 'Low adaptation accuracy'
+    assert '<b>Low adaptation accuracy</b>' in mp.advice.value and 'inner_lr (now 0.01)' in mp.advice.value, mp.advice.value
+    assert _server_task(server, 'meta-tasks', mp.task['id'])['advice'] == r['advice']

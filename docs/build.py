@@ -1,7 +1,7 @@
-"""Build the documentation site offline from the notebooks, into docs/ (no Quarto needed).
+"""Build the documentation site offline from the notebooks, into docs/_site/ (no Quarto needed).
 
-    python tools/build_docs.py            # the site, into docs/
-    python tools/build_docs.py --readme   # only README.md, rendered from nbs/index.ipynb (the home page)
+    python docs/build.py            # the site, into docs/_site/ (open docs/_site/index.html)
+    python docs/build.py --readme   # only README.md, rendered from nbs/index.ipynb (the home page)
 
 Each notebook of nbs/ becomes a page, with the outputs saved in it (nothing is executed again): the first cell's
 `# title` and `> summary` head the page; `#| hide` cells are left out; an `#| export` cell's source gives way to the
@@ -9,8 +9,10 @@ API reference of what it defines (nbdev's `show_doc`: the signature with each pa
 docstring, and a link to the source line); `#| exports` keeps the source too; `#| echo: false` hides a cell's
 input; backticked names are linked to their reference (nbdev's own lookup) and every link into the site is made
 relative, so the site works from a subfolder or from `file://`. Sphinx with myst-nb renders the pages, with the furo
-theme's navigation and Sphinx's search. Where Quarto is installed, `nbdev_docs` still builds nbdev's own site from the
-same notebooks.
+theme's navigation and Sphinx's search; `$...$` and `$$...$$` math is typeset by MathJax served from the site itself.
+The site's sources are this folder: this script, Sphinx's configuration (conf.py) and the static assets (_static/);
+the output folder _site/ is not versioned. Where Quarto is installed, `nbdev_docs` still builds nbdev's own site
+from the same notebooks.
 """
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+DOCS = Path(__file__).resolve().parent  # the site's sources: this script, conf.py, _static/
+ROOT = DOCS.parent
 NBS = ROOT / 'nbs'
+SITE = DOCS / '_site'  # the built site (ignored by git)
 DIRECTIVE = re.compile(r'^\s*#\|\s*([\w-]+):?\s*(.*?)\s*$')
 
 
@@ -57,17 +61,38 @@ def _directives(src: str) -> tuple[dict, str]:
     return flags, '\n'.join(body).strip('\n')
 
 
+def _patched_class(node) -> str | None:
+    "The class a fastcore `@patch` function is added to (its `self:Cls` annotation), or None for a plain function."
+    if not any(getattr(d, 'id', None) == 'patch' or getattr(getattr(d, 'func', None), 'id', None) == 'patch'
+               for d in getattr(node, 'decorator_list', [])): return None
+    args = node.args.posonlyargs + node.args.args
+    ann = args[0].annotation if args else None
+    return ann.id if isinstance(ann, ast.Name) else None
+
+
 def _defined(src: str) -> list[str]:
-    "Public functions and classes an exported cell defines, in order."
+    "Public functions and classes an exported cell defines, in order; a `@patch`ed method as `Class.method`."
     try: tree = ast.parse(src)
     except SyntaxError: return []
-    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith('_')]
+    out = []
+    for n in tree.body:
+        if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or n.name.startswith('_'): continue
+        cls = _patched_class(n) if not isinstance(n, ast.ClassDef) else None
+        out.append(f'{cls}.{n.name}' if cls else n.name)
+    return out
+
+
+def _resolve(module, dotted: str):
+    "`name` or `Class.method` in `module`, or None."
+    obj = module
+    for part in dotted.split('.'): obj = getattr(obj, part, None)
+    return obj
 
 
 def api_reference(module, name: str, git_url: str, lib: str) -> str:
     "The show_doc Markdown of `module.name`, its source link pointing at the right line."
     from nbdev.showdoc import show_doc
-    obj = getattr(module, name)
+    obj = _resolve(module, name)
     md = show_doc(obj, title_level=3)._repr_markdown_()
     md = re.sub(r'^\s*---\s*\n', '', md)
     md = re.sub(r'^\[source\]\([^)]*\)\{[^}]*\}\s*\n', '', md.lstrip(), flags=re.M)
@@ -87,6 +112,7 @@ def _anchor(a: str | None) -> str:
 def _links(text: str, site_url: str, rel_root: str) -> str:
     "Links into this site made relative (to the .ipynb pages, which Sphinx resolves): absolute ones, `page.html` ones and `NN_name.ipynb` ones; Pandoc attributes dropped."
     text = re.sub(r'\)\{[^}\n]*\}', ')', text)
+    text = re.sub(r'\[(`[\w.]+`)\]\([^)\s]*#_[\w.\-]*\)', r'\1', text)  # a private name has no reference section: no link
     text = re.sub(r'\]\((?:\.\./)*nbs/', '](' + rel_root, text)  # README-style links to the notebooks from the repository root
     if site_url:
         text = re.sub(re.escape(site_url.rstrip('/')) + r'/([\w/\-]+)\.html(#[\w.\-]+)?', lambda m: f'{rel_root}{m.group(1)}.ipynb{_anchor(m.group(2))}', text)
@@ -118,7 +144,7 @@ def convert(nb_path: Path, site_url: str, rel_root: str, s: dict, lookup) -> dic
             if 'exports' in flags: out.append({'cell_type': 'code', 'metadata': {}, 'source': body, 'outputs': [], 'execution_count': None})
             if 'exporti' not in flags and module is not None:
                 for name in _defined(body):
-                    if not hasattr(module, name): continue
+                    if _resolve(module, name) is None: continue
                     md = api_reference(module, name, s['git_url'], s['lib_name'])
                     out.append({'cell_type': 'markdown', 'metadata': {}, 'source': _links(md, site_url, rel_root)})
             continue
@@ -141,9 +167,12 @@ def convert(nb_path: Path, site_url: str, rel_root: str, s: dict, lookup) -> dic
                                        'language_info': {'name': 'python', 'pygments_lexer': 'ipython3'}}, 'nbformat': 4, 'nbformat_minor': 5}
 
 
-def build(out: Path = ROOT / 'docs') -> dict:
-    "The whole site into `out`; returns its pages and the build's warnings."
+def build(out: Path = SITE) -> dict:
+    "The whole site into `out` (replaced); returns its pages and the build's warnings."
     from nbdev.doclinks import NbdevLookup
+    out = Path(out).resolve()
+    if out in (ROOT, DOCS) or DOCS.is_relative_to(out) or NBS.is_relative_to(out):
+        raise ValueError(f'{out} holds the sources: build into a folder of its own (default {SITE})')
     s = _settings()
     site_url = s.get('doc_host', '').rstrip('/') + s.get('doc_baseurl', '')
     lookup = NbdevLookup()
@@ -166,34 +195,16 @@ def build(out: Path = ROOT / 'docs') -> dict:
         '```{toctree}\n:hidden:\n:caption: Tutorials\n:maxdepth: 1\n\n' + '\n'.join(tutorials) + '\n```\n\n'
         '```{toctree}\n:hidden:\n:caption: API reference\n:maxdepth: 1\n\n' + '\n'.join(modules) + '\n```\n'})
     (src / 'index.ipynb').write_text(json.dumps(idx, indent=1))
-    (src / '_static').mkdir(exist_ok=True)
-    (src / '_static' / 'favicon.svg').write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1f77b4"/>'
-                                                 '<path d="M3 12 L7 6 L10 9 L13 4" stroke="#fff" stroke-width="1.8" fill="none"/></svg>')
-    (src / 'conf.py').write_text(f'''project = {s.get('title', 'lwmecps_nb')!r}
-copyright = {s.get('copyright', '')!r}
-extensions = ['myst_nb']
-nb_execution_mode = 'off'
-nb_output_stderr = 'remove'
-myst_heading_anchors = 3
-myst_enable_extensions = ['colon_fence']
-html_theme = 'furo'
-html_title = {s.get('title', 'lwmecps_nb')!r}
-html_copy_source = False
-html_show_sourcelink = False
-html_static_path = ['_static']
-html_favicon = '_static/favicon.svg'
-suppress_warnings = ['myst.header']  # show_doc's H3 under a page's H1 is nbdev's layout
-exclude_patterns = ['_build', 'jupyter_execute', '**.ipynb_checkpoints']
-''')
     html = work / 'html'
-    r = subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', '2', '-d', str(work / 'doctrees'), str(src), str(html)],
-                       capture_output=True, text=True)
-    if r.returncode != 0: raise RuntimeError(f'sphinx failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}')
-    if out.exists(): shutil.rmtree(out)
-    shutil.copytree(html, out, ignore=shutil.ignore_patterns('.buildinfo', '.doctrees', 'jupyter_execute', '_sources'))
+    try:
+        r = subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', '2', '-c', str(DOCS), '-d', str(work / 'doctrees'),
+                            str(src), str(html)], capture_output=True, text=True)
+        if r.returncode != 0: raise RuntimeError(f'sphinx failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}')
+        if out.exists(): shutil.rmtree(out)
+        shutil.copytree(html, out, ignore=shutil.ignore_patterns('.buildinfo', '.doctrees', 'jupyter_execute', '_sources'))
+    finally: shutil.rmtree(work, ignore_errors=True)
     (out / '.nojekyll').write_text('')
     warnings = [l for l in r.stderr.splitlines() if 'WARNING' in l or 'ERROR' in l]
-    shutil.rmtree(work, ignore_errors=True)
     return {'pages': ['index'] + modules + tutorials, 'warnings': warnings, 'out': str(out)}
 
 
@@ -210,7 +221,7 @@ def render_readme(index: Path = NBS / 'index.ipynb') -> str:
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument('--out', default=str(ROOT / 'docs'), help='output folder (default docs/)')
+    ap.add_argument('--out', default=str(SITE), help='output folder, replaced (default docs/_site/)')
     ap.add_argument('--readme', action='store_true', help='only write README.md from nbs/index.ipynb')
     a = ap.parse_args()
     if a.readme:
@@ -218,4 +229,6 @@ if __name__ == '__main__':
     t0 = time.perf_counter()
     res = build(Path(a.out))
     for w in res['warnings']: print(w, file=sys.stderr)
-    print(f"{len(res['pages'])} pages built into {res['out']} in {time.perf_counter() - t0:.0f} s, {len(res['warnings'])} warning(s)")
+    size = sum(f.stat().st_size for f in Path(res['out']).rglob('*') if f.is_file()) / 2**20
+    print(f"{len(res['pages'])} pages built into {res['out']} ({size:.1f} MiB) in {time.perf_counter() - t0:.0f} s, "
+          f"{len(res['warnings'])} warning(s)")
