@@ -20,8 +20,9 @@ from .stats import markdown_table, mean_ci
 from .tasks import make_env
 
 # %% auto #0
-__all__ = ['METRICS', 'Policy', 'scale_like_kubernetes', 'RandomPolicy', 'StaticReplicas', 'HPAAutoscaler', 'greedy_plan',
-           'GreedyLatency', 'Oracle', 'EvalResult', 'evaluate', 'evaluation_table', 'baseline_policies']
+__all__ = ['METRICS', 'SIM_TO_REAL_FIELDS', 'Policy', 'scale_like_kubernetes', 'RandomPolicy', 'StaticReplicas', 'HPAAutoscaler',
+           'greedy_plan', 'GreedyLatency', 'Oracle', 'EvalResult', 'evaluate', 'evaluation_table', 'baseline_policies',
+           'predict_window', 'sim_to_real', 'sim_to_real_gap']
 
 # %% ../nbs/07_baselines.ipynb #cc3d235e
 class Policy:
@@ -313,3 +314,69 @@ def evaluation_table(results:Sequence[EvalResult], # results to show, one row ea
 def baseline_policies(seed:int=0) -> list:
     "The standard set of baselines, in table order."
     return [RandomPolicy(seed), StaticReplicas(1), StaticReplicas(3), HPAAutoscaler(0.6), GreedyLatency(0.6), Oracle()]
+
+# %% ../nbs/07_baselines.ipynb #2ca2da88
+SIM_TO_REAL_FIELDS = ('latency_ms', 'sla_violations', 'replicas', 'pending', 'reward')
+
+def _window_row(state:ClusterState, threshold:float, weights:dict) -> dict:
+    "The compared measures of one window: request-weighted latency (ms) and SLA violations, pods, reward."
+    lam = state.requests; total = lam.sum()
+    mean = lambda x: float((lam * x).sum() / total) if total > 0 else 0.
+    return dict(latency_ms=1000 * mean(state.latency_mean), sla_violations=mean(state.sla_violations),
+                replicas=float(state.running.sum()), pending=float(state.pending.sum()),
+                reward=float(reward_terms(state, threshold, **weights)['reward']))
+
+def predict_window(spec:ClusterSpec, # the cluster as the simulator models it
+                   requested:np.ndarray, # (D, N) the replicas asked for this window
+                   previous:np.ndarray, # (D, N) the replicas running before it
+                   users:np.ndarray, # (S,) the users the cluster measured in the window
+                  ) -> ClusterState:
+    "What the simulator predicts for one window: its scheduler places `requested`, its latency model serves `users`."
+    p = ClusterParams.stack([spec])
+    running, pending = schedule(np.asarray(requested, float)[None], np.asarray(previous, float)[None],
+                                p.cpu_request, p.memory_request, p.cpu_capacity, p.memory_capacity)
+    m = window_metrics(np.asarray(users, float)[None], running, p)
+    cpu = np.einsum('bdn,bd->bn', running, p.cpu_request) / p.cpu_capacity
+    mem = np.einsum('bdn,bd->bn', running, p.memory_request) / p.memory_capacity
+    return ClusterState(users=np.asarray(users, float)[None], running=running, pending=pending, cpu_util=cpu,
+                        memory_util=mem, time_s=np.zeros(1), **m)[0]
+
+# %% ../nbs/07_baselines.ipynb #e59a9abc
+def sim_to_real(policy:Callable, # `policy(obs, info) -> actions` on batches (a baseline, `policy_from(model)`)
+                env:gym.Env|str|dict, # the environment on the cluster (any backend), or its env_config
+                windows:int=96, # decision windows to run, one after another from one reset
+                seed:int=0, # the reset seed
+                callback:Callable[[dict], bool|None]|None=None, # gets each window's row; False stops
+               ) -> dict:
+    "Run `policy` on a cluster and set each window's measures beside the simulator's prediction for that window."
+    if not (isinstance(windows, (int, np.integer)) and windows > 0):
+        raise ValueError(f'windows must be a positive integer, got {windows!r}')
+    base = (make_env(env) if isinstance(env, (str, dict)) else env).unwrapped
+    spec, threshold = base.cluster_spec, base.cluster_spec.latency_threshold
+    if hasattr(policy, 'bind'): policy.bind([spec], base)
+    obs, info = base.reset(seed=seed)
+    rows = []
+    for w in range(windows):
+        previous = base.state.running
+        action = np.asarray(policy(obs[None], _batched(info))[0]).reshape(spec.n_deployments, spec.n_nodes)
+        obs, _, _, _, info = base.step(action)
+        live = _window_row(base.state, threshold, base.weights)
+        sim = _window_row(predict_window(spec, action, previous, base.state.users), threshold, base.weights)
+        row = {'window': w + 1, 'time_s': float(base.state.time_s), 'requested': float(action.sum()),
+               **{f'{k}_live': live[k] for k in SIM_TO_REAL_FIELDS}, **{f'{k}_sim': sim[k] for k in SIM_TO_REAL_FIELDS}}
+        rows.append(row)
+        if callback is not None and callback(row) is False: break
+    return {'windows': rows, 'gap': sim_to_real_gap(rows)}
+
+# %% ../nbs/07_baselines.ipynb #f280ce5a
+def sim_to_real_gap(rows:Sequence[dict], # `sim_to_real`'s windows
+                   ) -> dict:
+    "Per measure: live mean, simulated mean, mean gap (live - sim), mean absolute gap, and that relative to the sim."
+    out = {'windows': len(rows)}
+    for k in SIM_TO_REAL_FIELDS:
+        live, sim = np.array([r[f'{k}_live'] for r in rows]), np.array([r[f'{k}_sim'] for r in rows])
+        scale = np.abs(sim).mean() if len(sim) else 0.
+        out[k] = dict(live=float(live.mean()), sim=float(sim.mean()), gap=float((live - sim).mean()),
+                      abs_gap=float(np.abs(live - sim).mean()),
+                      relative_abs_gap=float(np.abs(live - sim).mean() / scale) if scale > 0 else None)
+    return out

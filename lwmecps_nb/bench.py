@@ -11,6 +11,7 @@ import datetime as dt
 import html
 import math
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import get_logger, seed_everything
+from .core import auth_headers, get_logger, seed_everything
 from .stats import markdown_table, mean_ci, plus_minus
 from .envs import ENV_ID, KubeMECVectorEnv
 from .tasks import TaskDistribution, make_env
@@ -558,31 +559,34 @@ def compare_with_sb3(env_config='cluster-a', # the environment both train on
 
 # %% ../nbs/16_bench.ipynb #857905b5
 def _wait_until_healthy(proc:subprocess.Popen, url:str, timeout_s:float=120):
-    "Poll `url`/health until it answers 200; fail if the server exits or takes longer than `timeout_s`."
+    "Poll `url`/readyz until it answers 200; fail if the server exits or takes longer than `timeout_s`."
     import httpx
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None: raise RuntimeError(f'the server exited with code {proc.returncode}')
         try:
-            if httpx.get(url + '/health', timeout=2).status_code == 200: return
+            if httpx.get(url + '/readyz', timeout=2).status_code == 200: return
         except httpx.HTTPError: pass
         if time.monotonic() > deadline: raise TimeoutError(f'the server did not start within {timeout_s:.0f} s')
         time.sleep(0.2)
 
 @contextlib.contextmanager
 def _serving(home:Path):
-    "`lwmecps-nb serve` in a subprocess, on its own embedded database under `home`; yields the server's URL."
+    "`lwmecps-nb serve` in a subprocess with a fresh API token, on its own embedded database under `home`."
+    # the server is measured as deployed: every request carries the bearer token and is checked
+    token = secrets.token_urlsafe(32)
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    env = {**os.environ, 'LWMECPS_HOME': str(home), 'WANDB_MODE': 'disabled', 'MONGODB_DATABASE': 'bench'}
-    env.pop('MONGODB_URL', None)
+    env = {**os.environ, 'LWMECPS_HOME': str(home), 'WANDB_MODE': 'disabled', 'MONGODB_DATABASE': 'bench',
+           'LWMECPS_API_TOKEN': token}
+    for k in ('MONGODB_URL', 'LWMECPS_API_TOKEN_FILE'): env.pop(k, None)
     cmd = [sys.executable, '-c', 'import sys; from lwmecps_nb.cli import main; sys.exit(main(sys.argv[1:]))',
            'serve', '--port', str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f'http://127.0.0.1:{port}'
     try:
         _wait_until_healthy(proc, url)
-        yield url
+        yield url, auth_headers(token)
     finally:
         proc.send_signal(signal.SIGINT)
         try: proc.wait(timeout=60)
@@ -590,13 +594,13 @@ def _serving(home:Path):
         EmbeddedMongo(home / 'mongodb').stop()
 
 # %% ../nbs/16_bench.ipynb #7a61d592
-def _request_latencies(url:str, clients:int, requests_per_client:int) -> dict:
+def _request_latencies(url:str, clients:int, requests_per_client:int, headers:dict|None=None) -> dict:
     "p50 and p99 milliseconds of creates and gets from concurrent clients; errors; requests per second."
     import httpx
     lat = {'create': [], 'get': []}; errors = []; lock = threading.Lock()
     def client(i):
         mine = {'create': [], 'get': []}; ids = []
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with httpx.Client(base_url=url, timeout=60, headers=headers) as c:
             for j in range(requests_per_client):
                 body = {'name': f'bench-{i}-{j}', 'env_config': 'tiny', 'total_episodes': 1}
                 t = time.perf_counter(); r = c.post('/api/training/tasks', json=body)
@@ -632,13 +636,13 @@ def _task_seconds(client, body:dict, poll_s:float) -> tuple[float, float]:
     ran = dt.datetime.fromisoformat(d['finished_at']) - dt.datetime.fromisoformat(d['started_at'])
     return ran.total_seconds(), seen
 
-def _training_overhead(url, env_config, train_episodes, num_envs, seed, rounds, poll_s) -> dict:
+def _training_overhead(url, env_config, train_episodes, num_envs, seed, rounds, poll_s, headers=None) -> dict:
     "PPO through the server against `train_ppo` in this process, alternately `rounds` times; medians and overheads."
     import httpx
     body = {'name': 'bench-train', 'env_config': env_config, 'total_episodes': train_episodes,
             'hyperparameters': {'num_envs': num_envs, 'seed': seed}}
     server_s, client_s, direct_s = [], [], []
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as c:
         for _ in range(rounds):
             t = time.perf_counter()
             cfg = PPOConfig(total_episodes=train_episodes, num_envs=num_envs, seed=seed)
@@ -662,9 +666,10 @@ def bench_api(clients:int=20, # concurrent HTTP clients
     "p50 and p99 latency of create and get under concurrent clients, and training through the server against direct."
     home = Path(tempfile.mkdtemp(prefix='lwmecps-bench-api-'))
     try:
-        with _serving(home) as url:
-            out = _request_latencies(url, clients, requests_per_client)
-            out['training'] = _training_overhead(url, env_config, train_episodes, num_envs, seed, rounds, poll_s)
+        with _serving(home) as (url, headers):
+            out = _request_latencies(url, clients, requests_per_client, headers)
+            out['training'] = _training_overhead(url, env_config, train_episodes, num_envs, seed, rounds, poll_s,
+                                                 headers)
     finally: shutil.rmtree(home, ignore_errors=True)
     out['targets'] = {'training overhead through the server under 10%': out['training']['overhead'] < 0.10,
                       'no errors': not out['errors']}

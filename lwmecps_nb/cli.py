@@ -327,17 +327,36 @@ def _bench_api(args) -> int:
     return _print_result(args, bench_api(seed=args.seed, **kw), format_api_bench)
 
 # %% ../nbs/17_cli.ipynb #f0069be6
+def _loopback(host:str) -> bool:
+    "Whether `host` is this machine only: `localhost` or a loopback address (127.0.0.0/8, ::1)."
+    import ipaddress
+    if host.lower() == 'localhost': return True
+    try: return ipaddress.ip_address(host.strip('[]')).is_loopback
+    except ValueError: return False  # another host name may resolve to any address
+
+def _serve_token(args) -> str|None:
+    "The server's token (--token-file, else the settings'); none on a non-loopback address is an error (or --insecure)."
+    from lwmecps_nb.core import get_settings, read_token_file
+    token = read_token_file(args.token_file, '--token-file') if args.token_file else get_settings().api_token
+    if not token and not _loopback(args.host) and not args.insecure:
+        _fail(f'refusing to serve on {args.host} without authentication: give the API token with --token-file PATH '
+              'or LWMECPS_API_TOKEN (or LWMECPS_API_TOKEN_FILE), or pass --insecure to serve it unauthenticated')
+    return token
+
 def _serve(args) -> int:
+    if args.max_concurrent < 1: _fail('--max-concurrent must be at least 1')
+    if args.max_queued < 0: _fail('--max-queued must be at least 0')
+    token = _serve_token(args)
     import uvicorn
     from lwmecps_nb.api import create_app
-    if args.max_concurrent < 1: _fail('--max-concurrent must be at least 1')
-    if args.host not in ('127.0.0.1', 'localhost', '::1'):
-        print(f'lwmecps-nb: serving on {args.host}: the API has no authentication; '
-              "put it behind your cluster's ingress and auth", file=sys.stderr)
-    print(f'lwmecps-nb API on http://{args.host}:{args.port} (OpenAPI docs at /docs); Ctrl-C stops it and its running '
-          'tasks', file=sys.stderr, flush=True)
-    uvicorn.run(create_app(max_concurrent=args.max_concurrent), host=args.host, port=args.port,
-                log_level=args.log_level.lower())
+    app = create_app(max_concurrent=args.max_concurrent, max_queued=args.max_queued, token=token)
+    if not token and not _loopback(args.host):
+        print(f'lwmecps-nb: serving on {args.host} WITHOUT authentication (--insecure): anyone who can reach it can '
+              'start, stop and delete tasks', file=sys.stderr)
+    auth = 'bearer token required' if token else 'no authentication'
+    print(f'lwmecps-nb API on http://{args.host}:{args.port} ({auth}; OpenAPI docs at /docs, probes at /livez and '
+          '/readyz); Ctrl-C stops it and its running tasks', file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
 def _db(args) -> int:
@@ -512,6 +531,73 @@ def _add_bench_parsers(sub):
     a.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
     return [b] + list(targets.choices.values())
 
+# %% ../nbs/17_cli.ipynb #acdb8858
+def _add_serve_parser(sub):
+    "serve: the REST server."
+    from lwmecps_nb.core import DEFAULT_SERVER_PORT  # the panels' remote default too
+    s = sub.add_parser('serve', help='run the REST server (tasks under /api/training, docs at /docs)')
+    s.add_argument('--host', default='127.0.0.1', help='listen address (default 127.0.0.1, this machine only; any '
+                   'other address needs an API token, or --insecure)')
+    s.add_argument('--port', type=int, default=DEFAULT_SERVER_PORT, help=f'port (default {DEFAULT_SERVER_PORT})')
+    s.add_argument('--token-file', metavar='PATH', help='file holding the API token clients must send as '
+                   '"Authorization: Bearer <token>" (a mounted Kubernetes Secret); default: LWMECPS_API_TOKEN, or '
+                   'the file LWMECPS_API_TOKEN_FILE names')
+    s.add_argument('--insecure', action='store_true',
+                   help='serve a non-loopback address without a token (only behind a proxy that authenticates)')
+    s.add_argument('--max-concurrent', type=int, default=2, help='tasks executing at once (default 2)')
+    s.add_argument('--max-queued', type=int, default=8,
+                   help='tasks waiting beyond those; a start past that is answered 429 with Retry-After (default 8)')
+    s.set_defaults(func=_serve)
+    return s
+
+def _add_control_parser(sub):
+    "control: the policy controller's options (`control.add_control_arguments`), or a stub saying why it is missing."
+    c = sub.add_parser('control', help='apply a trained policy to a cluster every interval (dry-run, limits, HPA '
+                       'fallback, Prometheus metrics)')
+    try: from lwmecps_nb.control import add_control_arguments
+    except ImportError as e:
+        why = f'the control command is unavailable in this installation ({e})'
+        c.description = why
+        c.set_defaults(func=lambda args: _fail(why))
+        return c
+    add_control_arguments(c)
+    c.set_defaults(func=_control)
+    return c
+
+def _control(args) -> int:
+    from lwmecps_nb.control import control_main
+    return control_main(args)
+
+# %% ../nbs/17_cli.ipynb #0a582ec7
+def _add_kube_test_server_parser(sub):
+    "kube-test-server: a simulated cluster behind the Kubernetes API, for trying cluster commands without a cluster."
+    k = sub.add_parser('kube-test-server', help='serve a simulated cluster behind a Kubernetes-compatible API on '
+                       '127.0.0.1 (for kubectl, `control --test-server` and cluster tasks without a cluster)')
+    k.add_argument('--env-config', default='cluster-a', help=_ENV_CONFIG_HELP.format('cluster-a'))
+    k.add_argument('--port', type=int, default=0, help='port (default: a free one; the URL is printed)')
+    k.add_argument('--kubeconfig', metavar='PATH', help='write a kubeconfig for kubectl to PATH')
+    k.add_argument('--service-rate-scale', type=float, default=1.0, metavar='F',
+                   help="its pods serve at F times the cluster spec's rate (e.g. 0.7: slower than the simulator "
+                        'believes, so evaluations show a sim-to-real gap; default 1)')
+    k.set_defaults(func=_kube_test_server)
+    return k
+
+def _kube_test_server(args) -> int:
+    import signal, threading
+    from dataclasses import replace
+    from lwmecps_nb.kube_testing import KubeTestServer
+    from lwmecps_nb.tasks import spec_from_config
+    if not args.service_rate_scale > 0: _fail(f'--service-rate-scale must be positive, got {args.service_rate_scale}')
+    spec = spec_from_config(_json_arg(args.env_config, 'env-config'))[0]
+    spec = replace(spec, service_rate=tuple(spec.per_deployment('service_rate') * args.service_rate_scale))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, lambda *a: stop.set())
+    with KubeTestServer(spec, simulate=True, start=0, port=args.port) as srv:
+        if args.kubeconfig: srv.write_kubeconfig(args.kubeconfig)
+        print(f'kube-test-server: {srv.url} ({spec.name}, {spec.n_nodes} nodes; stop with Ctrl-C)', flush=True)
+        stop.wait()
+    return 0
+
 # %% ../nbs/17_cli.ipynb #0617fab2
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `lwmecps-nb`."
@@ -528,16 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument('--wandb', choices=['auto', 'on', 'off'], default='auto',
                         help='W&B run for this command: auto = when WANDB_API_KEY is set; on = always (offline without '
                              'a key); off')
-    s = sub.add_parser('serve', help='run the REST server (tasks under /api/training, docs at /docs)')
-    s.add_argument('--host', default='127.0.0.1', help='listen address (default 127.0.0.1)')
-    from lwmecps_nb.core import DEFAULT_SERVER_PORT  # the panels' remote default too
-    s.add_argument('--port', type=int, default=DEFAULT_SERVER_PORT, help=f'port (default {DEFAULT_SERVER_PORT})')
-    s.add_argument('--max-concurrent', type=int, default=2, help='tasks executing at once (default 2)')
-    s.set_defaults(func=_serve)
+    _add_serve_parser(sub)
     d = sub.add_parser('db', help='the embedded MongoDB-wire server used when MONGODB_URL is unset (data under '
                        'LWMECPS_HOME/mongodb)')
     d.add_argument('action', choices=['status', 'start', 'stop'])
     d.set_defaults(func=_db)
+    _add_control_parser(sub)
+    _add_kube_test_server_parser(sub)
     for sp in [*sub.choices.values(), *bench[1:]]: _add_log_options(sp)
     return p
 

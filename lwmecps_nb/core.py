@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['DEFAULT_SERVER_PORT', 'Settings', 'get_settings', 'get_logger', 'setup_logging', 'seed_everything',
-           'package_data_path']
+__all__ = ['DEFAULT_SERVER_PORT', 'Settings', 'check_api_token', 'read_token_file', 'get_settings', 'auth_headers', 'get_logger',
+           'setup_logging', 'seed_everything', 'package_data_path']
 
 # %% ../nbs/00_core.ipynb #a975aa83
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Settings:
     wandb_api_key: str|None = field(default=None, repr=False)  # `WANDB_API_KEY`, never printed
     kubeconfig: str|None = None  # `KUBECONFIG`; None means the client's own default (~/.kube/config)
     home: Path = Path('~/.lwmecps_nb').expanduser()  # `LWMECPS_HOME`: models, embedded database, runs
+    api_token: str|None = field(default=None, repr=False)  # `LWMECPS_API_TOKEN` (or `..._FILE`), never printed
 
     @property
     def effective_wandb_mode(self) -> str:
@@ -36,10 +37,34 @@ class Settings:
         if self.wandb_mode: return self.wandb_mode
         return 'online' if self.wandb_api_key else 'offline'
 
+# %% ../nbs/00_core.ipynb #cd306a07
+def check_api_token(token:str, # the REST server's token
+                    what:str='the API token', # where it came from, named in the error
+                   ) -> str:
+    "The token, if it can travel as a bearer credential: printable ASCII, no spaces (a ValueError naming `what`)."
+    if not token or any(not '!' <= c <= '~' for c in token):
+        raise ValueError(f'{what}: an API token must be printable ASCII without spaces (it is sent in an HTTP header); '
+                         'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"')
+    return token
+
+def read_token_file(path:str|Path, # a file holding only the token, e.g. a mounted Kubernetes Secret's key
+                    what:str='LWMECPS_API_TOKEN_FILE', # the variable or option that named the file, for errors
+                   ) -> str:
+    "The token in a file, surrounding whitespace stripped; a missing, unreadable or empty file is a ValueError."
+    p = Path(path).expanduser()
+    try: token = p.read_text(encoding='utf-8').strip()
+    except FileNotFoundError:
+        raise ValueError(f'{what}={p}: no such file; mount the Secret there or correct the path') from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise ValueError(f'{what}={p}: cannot read the token file ({reason})') from None
+    if not token: raise ValueError(f'{what}={p}: the token file is empty; put the token in it')
+    return check_api_token(token, f'{what}={p}')
+
 # %% ../nbs/00_core.ipynb #3dc27513
 _ENV_NAMES = dict(mongodb_url='MONGODB_URL', mongodb_database='MONGODB_DATABASE', wandb_project='WANDB_PROJECT',
                   wandb_entity='WANDB_ENTITY', wandb_mode='WANDB_MODE', wandb_api_key='WANDB_API_KEY',
-                  kubeconfig='KUBECONFIG', home='LWMECPS_HOME')
+                  kubeconfig='KUBECONFIG', home='LWMECPS_HOME', api_token='LWMECPS_API_TOKEN')
 _WANDB_MODES = ('online', 'offline', 'disabled', 'dryrun', 'run', 'shared')
 
 def get_settings(environ:dict|None=None, # mapping to read instead of `os.environ`
@@ -53,10 +78,22 @@ def get_settings(environ:dict|None=None, # mapping to read instead of `os.enviro
     mode = kw.get('wandb_mode')
     if mode is not None and mode not in _WANDB_MODES:
         raise ValueError(f"WANDB_MODE={mode!r} is not a W&B mode; use one of {', '.join(_WANDB_MODES[:3])}")
+    token_file = env.get('LWMECPS_API_TOKEN_FILE', '').strip()
+    if token_file and 'api_token' in kw:
+        raise ValueError('LWMECPS_API_TOKEN and LWMECPS_API_TOKEN_FILE are both set; set one of them '
+                         '(the file for a mounted Kubernetes Secret)')
+    if token_file: kw['api_token'] = read_token_file(token_file, 'LWMECPS_API_TOKEN_FILE')
+    elif 'api_token' in kw: check_api_token(kw['api_token'], 'LWMECPS_API_TOKEN')
     return Settings(**kw)
 
 # %% ../nbs/00_core.ipynb #273d5e3b
 DEFAULT_SERVER_PORT = 8010 # `lwmecps-nb serve`'s port unless told otherwise; the panels' remote default
+
+def auth_headers(token:str|None=None, # default: `get_settings().api_token`
+                ) -> dict[str, str]:
+    "The header a client of the REST server sends: `Authorization: Bearer <token>`; none without a token."
+    token = token or get_settings().api_token
+    return {'Authorization': f'Bearer {token}'} if token else {}
 
 # %% ../nbs/00_core.ipynb #ff17f1d1
 def get_logger(name:str='lwmecps_nb', # a module name; names outside the package are nested under it

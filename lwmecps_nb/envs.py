@@ -21,7 +21,7 @@ from .cluster import (BatchedSimulator, ClusterBackend, ClusterParams, ClusterSp
 # %% auto #0
 __all__ = ['BACKENDS', 'ENV_ID', 'DEFAULT_EPISODE_STEPS', 'EPISODE_METRICS', 'observation_size', 'observe', 'reward_terms',
            'reward_weights', 'check_action', 'register_backend', 'KubeMECEnv', 'register_envs', 'KubeMECVectorEnv',
-           'EpisodeStats', 'make_lwmecps_v3']
+           'BackendVectorEnv', 'EpisodeStats', 'make_lwmecps_v3']
 
 # %% ../nbs/02_envs.ipynb #eea38ce1
 def observation_size(spec:ClusterSpec) -> int:
@@ -314,6 +314,82 @@ def step(self:KubeMECVectorEnv, actions):
     self._autoreset = truncated.copy()
     self.state = state
     return obs, rewards, terminated, truncated, infos
+
+# %% ../nbs/02_envs.ipynb #26f97ea1
+def _batched_info(info:dict) -> dict:
+    "A single environment's info with a leading batch axis of one, and gymnasium's `_key` masks."
+    out = {k: np.asarray(v)[None] for k, v in info.items()}
+    out.update({f'_{k}': np.ones(1, bool) for k in list(out)})
+    return out
+
+class BackendVectorEnv(VectorEnv):
+    "One KubeMEC environment on any backend (a cluster, the test server) with `KubeMECVectorEnv`'s interface."
+    metadata = {'autoreset_mode': AutoresetMode.NEXT_STEP}
+
+    def __init__(self, spec:ClusterSpec|dict|None=None, # the cluster (or its dict); default `ClusterSpec()`
+                 backend:str|ClusterBackend='kubernetes', # a registered backend name or a `ClusterBackend`
+                 backend_options:dict|None=None, # the backend factory's options (e.g. `url` of a test server)
+                 max_episode_steps:int=DEFAULT_EPISODE_STEPS, # truncation horizon
+                 step_seconds:int=900, # decision window
+                 start:str|int='random', # first window (simulator backend only)
+                 latency_weight:float=1.0, sla_weight:float=1.0, replica_cost:float=0.02, # as in `KubeMECEnv`
+                 autoreset_mode:str|AutoresetMode=AutoresetMode.NEXT_STEP, # `next_step` or `same_step`
+                ):
+        if autoreset_mode not in _AUTORESET_MODES:
+            raise ValueError(f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}")
+        if not (isinstance(max_episode_steps, (int, np.integer)) and max_episode_steps > 0):
+            raise ValueError(f'max_episode_steps must be a positive integer, got {max_episode_steps!r}')
+        self.env = KubeMECEnv(spec, backend=backend, step_seconds=step_seconds, start=start,
+                              latency_weight=latency_weight, sla_weight=sla_weight, replica_cost=replica_cost,
+                              backend_options=backend_options)
+        self.metadata = {**self.metadata, 'autoreset_mode': _AUTORESET_MODES[autoreset_mode]}
+        self.specs, self.num_envs, self.max_episode_steps = [self.env.cluster_spec], 1, int(max_episode_steps)
+        self.step_seconds, self.weights = self.env.step_seconds, self.env.weights
+        s = self.specs[0]
+        self.D, self.N, self.max_pods = s.n_deployments, s.n_nodes, s.max_pods
+        self.single_action_space, self.single_observation_space = self.env.action_space, self.env.observation_space
+        self.action_space = batch_space(self.single_action_space, 1)
+        self.observation_space = batch_space(self.single_observation_space, 1)
+        self.elapsed, self._autoreset = np.zeros(1, dtype=np.int64), np.zeros(1, bool)
+        self.state: ClusterState|None = None
+
+    @property
+    def backend(self): return self.env.backend
+
+# %% ../nbs/02_envs.ipynb #112f00f2
+@patch
+def reset(self:BackendVectorEnv, *, seed:int|None=None, options:dict|None=None):
+    "Start an episode on the backend."
+    VectorEnv.reset(self, seed=seed)
+    obs, info = self.env.reset(seed=seed)
+    self.elapsed[:] = 0; self._autoreset[:] = False
+    self.state = self.env.state
+    return obs[None], _batched_info(info)
+
+@patch
+def step(self:BackendVectorEnv, actions):
+    "One window on the backend; the episode is truncated after `max_episode_steps` and restarts as configured."
+    a = np.asarray(actions)
+    if a.ndim == 0 or a.shape[0] != 1: raise ValueError(f'actions must have a leading axis of 1, got {a.shape}')
+    if self.metadata['autoreset_mode'] == AutoresetMode.NEXT_STEP and self._autoreset[0]:
+        obs, info = self.env.reset()  # the episode ended last step: this step restarts it, its action is ignored
+        self.elapsed[:] = 0; self._autoreset[:] = False; self.state = self.env.state
+        return obs[None], np.zeros(1), np.zeros(1, bool), np.zeros(1, bool), _batched_info(info)
+    obs, r, _, _, info = self.env.step(a[0])
+    self.elapsed += 1
+    truncated = self.elapsed >= self.max_episode_steps
+    obs, infos = obs[None], _batched_info(info)
+    if self.metadata['autoreset_mode'] == AutoresetMode.SAME_STEP and truncated[0]:
+        final = np.empty(1, dtype=object); final[0] = obs[0]
+        infos['final_obs'], infos['final_info'] = final, dict(infos)
+        infos['_final_obs'] = infos['_final_info'] = truncated.copy()
+        obs = self.env.reset()[0][None]; self.elapsed[:] = 0
+    self._autoreset = truncated.copy()
+    self.state = self.env.state
+    return obs, np.array([r]), np.zeros(1, bool), truncated, infos
+
+@patch
+def close_extras(self:BackendVectorEnv, **kwargs): self.env.close()
 
 # %% ../nbs/02_envs.ipynb #ac93c420
 EPISODE_METRICS = ('return', 'latency_ms', 'p95_ms', 'sla_violations', 'dropped', 'replicas', 'pending')

@@ -15,8 +15,9 @@ from .core import get_logger
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'RETRY_STATUSES', 'MANAGED_BY', 'KubeAPIError', 'node_capacity', 'WallClock', 'TestServerClock',
-           'SimulatorWindowMetrics', 'TestAppMetrics', 'KubernetesCluster', 'kubernetes_backend']
+__all__ = ['log', 'RETRY_STATUSES', 'MANAGED_BY', 'BACKEND_OPTIONS', 'KubeAPIError', 'node_capacity', 'WallClock',
+           'TestServerClock', 'SimulatorWindowMetrics', 'TestAppMetrics', 'KubernetesCluster', 'check_backend_options',
+           'kubernetes_backend']
 
 # %% ../nbs/03_kube.ipynb #e6ae94d5
 class KubeAPIError(RuntimeError):
@@ -63,10 +64,11 @@ class TestServerClock:
 class SimulatorWindowMetrics:
     "The last window's load, latency, SLA violations and drops from the simulating test server (`/_lwmecps/window`)."
     FIELDS = ('users', 'requests', 'latency_mean', 'latency_p95', 'sla_violations', 'dropped', 'time_s')
-    def __init__(self, url:str): self.url = url.rstrip('/')
+    def __init__(self, url:str, timeout_s:float=30.): self.url, self.timeout_s = url.rstrip('/'), timeout_s
     def window(self) -> dict:
         import urllib.request
-        with urllib.request.urlopen(self.url + '/_lwmecps/window', timeout=30) as r: w = json.loads(r.read())
+        with urllib.request.urlopen(self.url + '/_lwmecps/window', timeout=self.timeout_s) as r:
+            w = json.loads(r.read())
         return {k: np.asarray(w[k], float) for k in self.FIELDS}
 
 # %% ../nbs/03_kube.ipynb #e5abf254
@@ -124,6 +126,7 @@ class KubernetesCluster:
                  image:str='lwmecps/testapp:latest', # the service containers' image (when deployments are created)
                  rollout_timeout:float=120., poll_s:float=0.2, # the rollout wait
                  retries:int=5, backoff_s:float=0.2, # retries of a failing API call, and the first backoff (doubling)
+                 request_timeout:float|None=None, # seconds one API request may take (None: no limit, the client's)
                 ):
         from kubernetes import client
         self.spec, self.metrics, self.namespace, self.step_seconds = spec, metrics, namespace, int(step_seconds)
@@ -131,7 +134,7 @@ class KubernetesCluster:
         self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         self.clock = clock or WallClock(self.step_seconds if stabilization_time is None else stabilization_time)
         self.rollout_timeout, self.poll_s = rollout_timeout, poll_s
-        self.retries, self.backoff_s = int(retries), backoff_s
+        self.retries, self.backoff_s, self.request_timeout = int(retries), backoff_s, request_timeout
         self.image = image
         self.names = [[_dns_name(f'{d}-{n}') for n in spec.node_names] for d in spec.deployments]
         self._applied: np.ndarray|None = None
@@ -155,6 +158,7 @@ def _call(self:KubernetesCluster, what:str, fn, *args, **kwargs):
     from kubernetes.client.rest import ApiException
     import urllib3
     delay = self.backoff_s
+    if self.request_timeout is not None: kwargs.setdefault('_request_timeout', self.request_timeout)
     for attempt in range(self.retries + 1):
         try: return fn(*args, **kwargs)
         except ApiException as e:
@@ -169,8 +173,9 @@ def _call(self:KubernetesCluster, what:str, fn, *args, **kwargs):
 
 # %% ../nbs/03_kube.ipynb #65e1ecdc
 @patch
-def _ensure(self:KubernetesCluster):
-    "Check the nodes against the spec, then create the missing managed deployments (with 0 replicas)."
+def ensure(self:KubernetesCluster, create:bool=True, # create the missing deployments (False: only report them)
+          ) -> list[str]:
+    "Check the nodes against the spec, then create the missing managed deployments (0 replicas); their names."
     listed = {n.metadata.name: n for n in self._call('list nodes', self.core.list_node).items}
     missing = [n for n in self.spec.node_names if n not in listed]
     if missing:
@@ -183,12 +188,17 @@ def _ensure(self:KubernetesCluster):
     managed = self._call(f'list deployments in {self.namespace}', self.apps.list_namespaced_deployment, self.namespace,
                          label_selector='app.kubernetes.io/managed-by=lwmecps_nb').items
     existing = {d.metadata.name for d in managed}
-    for d, svc in enumerate(self.spec.deployments):
-        for n, node in enumerate(self.spec.node_names):
-            if self.names[d][n] in existing: continue
-            self._call(f'create deployment {self.namespace}/{self.names[d][n]}', self.apps.create_namespaced_deployment,
-                       self.namespace, self._deployment(d, n))
+    absent = [(d, n) for d in range(self.spec.n_deployments) for n in range(self.spec.n_nodes)
+              if self.names[d][n] not in existing]
+    if not create: return [self.names[d][n] for d, n in absent]
+    for d, n in absent:
+        self._call(f'create deployment {self.namespace}/{self.names[d][n]}', self.apps.create_namespaced_deployment,
+                   self.namespace, self._deployment(d, n))
     self._ready = True
+    return [self.names[d][n] for d, n in absent]
+
+@patch
+def _ensure(self:KubernetesCluster): self.ensure()
 
 @patch
 def _deployment(self:KubernetesCluster, d:int, n:int):
@@ -208,15 +218,25 @@ def _deployment(self:KubernetesCluster, d:int, n:int):
 
 # %% ../nbs/03_kube.ipynb #34e62d53
 @patch
-def _apply(self:KubernetesCluster, replicas:np.ndarray):
-    "Scale every deployment whose replicas change (0 means 0)."
+def scale(self:KubernetesCluster, replicas:np.ndarray, # (D, N) replicas wanted (0 means 0)
+          current:np.ndarray|None=None, # (D, N) replicas now: equal ones are left alone (None: scale every one)
+         ) -> list[str]:
+    "Scale, through the scale subresource, every deployment whose replicas differ from `current`; their names."
+    scaled = []
     for d in range(self.spec.n_deployments):
         for n in range(self.spec.n_nodes):
             want = int(replicas[d, n])
-            if self._applied is not None and self._applied[d, n] == want: continue
+            if current is not None and current[d, n] == want: continue
             name = self.names[d][n]
             self._call(f'scale deployment {self.namespace}/{name} to {want}',
                        self.apps.patch_namespaced_deployment_scale, name, self.namespace, {'spec': {'replicas': want}})
+            scaled.append(name)
+    return scaled
+
+@patch
+def _apply(self:KubernetesCluster, replicas:np.ndarray):
+    "Scale every deployment whose replicas changed since the last `_apply` (all after a reset)."
+    self.scale(replicas, self._applied)
     self._applied = replicas.copy()
 
 @patch
@@ -254,8 +274,8 @@ def _wait_rollout(self:KubernetesCluster, replicas:np.ndarray) -> tuple[np.ndarr
 
 # %% ../nbs/03_kube.ipynb #29b96641
 @patch
-def _observe(self:KubernetesCluster) -> ClusterState:
-    "Pods, node readiness and utilisation, and the window's metrics."
+def usage(self:KubernetesCluster) -> dict:
+    "The cluster's half of an observation: running and Pending pods (D, N), the nodes' CPU and memory utilisation."
     running, pending, _ = self._pods()
     nodes = {n.metadata.name: n for n in self._call('list nodes', self.core.list_node).items}
     is_ready = lambda node: any(c.type == 'Ready' and c.status == 'True' for c in (node.status.conditions or []))
@@ -265,8 +285,13 @@ def _observe(self:KubernetesCluster) -> ClusterState:
         log.warning('nodes not Ready: %s (their pods may stay Pending)', not_ready)
     cpu_cap, mem_cap = node_capacity(list(nodes.values()), self.spec.node_names)
     cpu, mem = self.spec.per_deployment('cpu_request'), self.spec.per_deployment('memory_request')
-    return ClusterState(running=running, pending=pending, cpu_util=(running * cpu[:, None]).sum(0) / cpu_cap,
-                        memory_util=(running * mem[:, None]).sum(0) / mem_cap, **self.metrics.window())
+    return dict(running=running, pending=pending, cpu_util=(running * cpu[:, None]).sum(0) / cpu_cap,
+                memory_util=(running * mem[:, None]).sum(0) / mem_cap)
+
+@patch
+def _observe(self:KubernetesCluster) -> ClusterState:
+    "Pods, node readiness and utilisation (`usage`), and the window's metrics."
+    return ClusterState(**self.usage(), **self.metrics.window())
 
 @patch
 def reset(self:KubernetesCluster, seed:int|None=None) -> ClusterState:
@@ -291,21 +316,55 @@ def step(self:KubernetesCluster, replicas:np.ndarray) -> ClusterState:
 @patch
 def close(self:KubernetesCluster): self.api.close()
 
+# %% ../nbs/03_kube.ipynb #c7a1e0b2
+@patch
+def current_replicas(self:KubernetesCluster) -> np.ndarray:
+    "Replicas each managed deployment asks for (its `spec.replicas`), (D, N), from one list call; NaN where missing."
+    listed = self._call(f'list deployments in {self.namespace}', self.apps.list_namespaced_deployment,
+                        self.namespace, label_selector='app.kubernetes.io/managed-by=lwmecps_nb').items
+    by_name = {d.metadata.name: d for d in listed}
+    out = np.full((self.spec.n_deployments, self.spec.n_nodes), np.nan)
+    for d in range(self.spec.n_deployments):
+        for n in range(self.spec.n_nodes):
+            dep = by_name.get(self.names[d][n])
+            if dep is not None: out[d, n] = 1 if dep.spec.replicas is None else dep.spec.replicas  # the API's default
+    return out
+
+
 # %% ../nbs/03_kube.ipynb #786bc3a3
+BACKEND_OPTIONS = ('url', 'metrics_url', 'group_ids', 'metrics_window', 'namespace', 'kubeconfig', 'context',
+                   'stabilization_time', 'image', 'rollout_timeout', 'poll_s', 'retries', 'backoff_s',
+                   'request_timeout') # what an env_config's `backend_options` may hold (JSON values)
+
+def check_backend_options(options:dict, # an env_config's `backend_options` for backend 'kubernetes'
+                         ) -> dict:
+    "Refuse unknown options, and a cluster without a metrics source, with the field and the fix; return `options`."
+    if not isinstance(options, dict): raise ValueError('backend_options must be a dict')
+    unknown = sorted(set(options) - set(BACKEND_OPTIONS) - {'metrics', 'api_client', 'clock'})
+    if unknown: raise ValueError(f"backend_options: unknown option(s) {unknown}; known: {', '.join(BACKEND_OPTIONS)}")
+    has_metrics = options.get('metrics') is not None or options.get('metrics_url')
+    if options.get('url') is None and not has_metrics:
+        raise ValueError("backend_options: give 'metrics_url' and 'group_ids' (the LWMECPS test app: the window's load "
+                         "and latency) for a real cluster, or 'url' of a simulating KubeTestServer")
+    if options.get('metrics_url') and not options.get('group_ids'):
+        raise ValueError("backend_options: 'metrics_url' needs 'group_ids', the test app's group of each station")
+    return options
+
 def kubernetes_backend(spec:ClusterSpec, step_seconds:int=900,
                        url:str|None=None, # a simulating `KubeTestServer`: the API, its clock and its window metrics
-                       metrics=None, # on a real cluster: the metrics source
+                       metrics=None, # on a real cluster: the metrics source (an object with `window()`)
+                       metrics_url:str|None=None, group_ids:list|None=None, # or the LWMECPS test app's, as JSON
+                       metrics_window:str='15m', # the test app's windowed average (see `TestAppMetrics`)
                        **options, # more `KubernetesCluster` arguments
                       ) -> KubernetesCluster:
     "The factory behind `backend='kubernetes'`."
+    check_backend_options(dict(options, url=url, metrics=metrics, metrics_url=metrics_url, group_ids=group_ids))
     if url is not None:
         from kubernetes import client
         cfg = client.Configuration(); cfg.host = url.rstrip('/'); cfg.verify_ssl = False
         options.setdefault('api_client', client.ApiClient(cfg)); options.setdefault('clock', TestServerClock(url))
         metrics = metrics or SimulatorWindowMetrics(url)
-    if metrics is None:
-        raise ValueError("backend_options: give 'metrics' (an object with window() -> dict of the window's load and "
-                         "latency) for a real cluster, or 'url' of a simulating KubeTestServer")
+    if metrics is None: metrics = TestAppMetrics(metrics_url, group_ids, spec, window=metrics_window)
     return KubernetesCluster(spec, metrics, step_seconds=step_seconds, **options)
 
 def _register():

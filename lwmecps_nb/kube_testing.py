@@ -147,9 +147,13 @@ def _handler(server) -> type:
             ctype, accept = self.headers.get('Content-Type', ''), self.headers.get('Accept', '')
             status, payload = server._handle(self.command, self.path, body, ctype, accept)
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header('Content-Type', 'application/json'); self.send_header('Content-Length', str(len(data)))
-            self.end_headers(); self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header('Content-Type', 'application/json'); self.send_header('Content-Length', str(len(data)))
+                self.end_headers(); self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout): nothing to answer
+                log.debug('%s %s: the client closed the connection before the answer', self.command, self.path)
+                self.close_connection = True
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _do
     return Handler
 

@@ -16,8 +16,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .core import get_logger
-from .tasks import TaskDistribution, spec_from_config
-from .envs import KubeMECVectorEnv
+from .tasks import TaskDistribution, backend_of, make_vector_env, spec_from_config
+from .envs import DEFAULT_EPISODE_STEPS, KubeMECVectorEnv
 from .policies import ActorCritic
 from .meta import MetaLearner
 
@@ -26,10 +26,11 @@ log = get_logger('meta_rl')
 # %% auto #0
 __all__ = ['log', 'ADAPTATION_FLOOR', 'LOW_ADAPTATION_ACCURACY', 'META_LOSS_WINDOW', 'RolloutConfig', 'default_rollout',
            'Episodes', 'sample_episodes', 'linear_baseline', 'advantages', 'policy_gradient_loss', 'ClusterTaskSource',
-           'Navigation2DVectorEnv', 'GaussianMLPPolicy', 'NavigationTask', 'Navigation2DTaskSource', 'RLTask',
-           'RLMetaBatch', 'MetaRLTasks', 'policy_gradient_step', 'adaptation_returns', 'adaptation_evaluation',
-           'MetaRLResult', 'meta_train_rl', 'pretrain_rl', 'rl_adaptation_metrics', 'reference_returns',
-           'scratch_returns', 'held_out_metrics', 'meta_loss_trend', 'meta_advice']
+           'EnvConfigTaskSource', 'Navigation2DVectorEnv', 'GaussianMLPPolicy', 'NavigationTask',
+           'Navigation2DTaskSource', 'RLTask', 'RLMetaBatch', 'MetaRLTasks', 'policy_gradient_step',
+           'adaptation_returns', 'adaptation_evaluation', 'MetaRLResult', 'meta_train_rl', 'pretrain_rl',
+           'rl_adaptation_metrics', 'reference_returns', 'scratch_returns', 'held_out_metrics', 'meta_loss_trend',
+           'meta_advice']
 
 # %% ../nbs/10_meta_rl.ipynb #cb547ae8
 @dataclass
@@ -107,6 +108,11 @@ def sample_episodes(model:nn.Module, # the policy (see above)
     G = len(tasks)
     if params is not None and len(params) != G:
         raise ValueError(f'params must hold one dict per task ({G}), got {len(params)}')
+    if getattr(source, 'one_episode_at_a_time', False) and n > 1:  # a cluster: episode i seeded seed + i, in turn
+        parts = [sample_episodes(model, source, tasks, 1, horizon, params, seed + i) for i in range(n)]
+        joined = {f: torch.cat([getattr(p, f) for p in parts], dim=2)
+                  for f in ('obs', 'actions', 'rewards', 'log_probs', 'mask')}
+        return Episodes(**joined)
     env = source.vector_env(tasks, n, horizon)
     gen = torch.Generator().manual_seed(int(seed))
     obs, _ = env.reset(seed=int(seed))
@@ -205,6 +211,27 @@ class ClusterTaskSource:
     def make_model(self, hidden:Sequence[int]=(64, 64)) -> ActorCritic:
         "An `ActorCritic` sized for this distribution's clusters."
         return ActorCritic.for_env(self.vector_env(self.distribution.held_out()[:1], 1, 1), hidden=hidden)
+
+# %% ../nbs/10_meta_rl.ipynb #e621c726
+class EnvConfigTaskSource:
+    "One task given as an env_config on any backend: a cluster to adapt to, stepped one episode at a time there."
+    def __init__(self, env_config:dict|str, # a preset name or env_config; `"backend": "kubernetes"` for a cluster
+                ):
+        spec, opts = spec_from_config(env_config)
+        self.env_config = {'cluster': env_config} if isinstance(env_config, str) else dict(env_config)
+        self.spec, self.horizon = spec, int(opts.get('max_episode_steps', DEFAULT_EPISODE_STEPS))
+        # a cluster holds one state: its episodes run one after another (`sample_episodes` does that)
+        self.one_episode_at_a_time = backend_of(env_config) != 'simulator'
+        self.rollout_defaults = dict(gamma=0.9, gae_lambda=0.95)  # as `ClusterTaskSource`
+
+    def sample(self, n:int, seed:int|None=None) -> list: return [self.env_config] * n
+    def held_out(self) -> list: return [self.env_config]
+
+    def vector_env(self, tasks:Sequence, n:int, horizon:int):
+        if len(tasks) != 1: raise ValueError(f'an EnvConfigTaskSource holds one task, got {len(tasks)}')
+        if self.one_episode_at_a_time and n != 1:
+            raise ValueError(f'a cluster backend runs one episode at a time; got {n} at once')
+        return make_vector_env({**self.env_config, 'max_episode_steps': horizon}, num_envs=n)
 
 # %% ../nbs/10_meta_rl.ipynb #bb9efc9f
 class Navigation2DVectorEnv:

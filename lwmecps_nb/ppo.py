@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import time
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,7 @@ from fastcore.basics import patch
 from .core import get_logger, seed_everything
 from .cluster import ClusterSpec
 from .envs import EpisodeStats, observation_size
-from .tasks import make_vector_env, spec_from_config, ENV_OPTIONS
+from .tasks import backend_of, make_vector_env, spec_from_config, ENV_OPTIONS
 from .policies import ActorCritic, TorchPolicy
 
 log = get_logger('ppo')
@@ -144,6 +144,9 @@ class PPOTrainer:
         seed_everything(c.seed)
         self.env_config = env_config
         many = isinstance(env_config, (list, tuple))  # multi-task: one environment per config
+        if not many and backend_of(env_config) != 'simulator' and c.num_envs != 1:
+            log.info('a cluster backend is one environment: num_envs %d -> 1', c.num_envs)
+            self.config = c = replace(c, num_envs=1)
         self.venv = make_vector_env(env_config, num_envs=None if many else c.num_envs, autoreset_mode='same_step')
         self.device = torch.device(c.device)
         self.model = (model or ActorCritic.for_env(self.venv, hidden=c.hidden)).to(self.device)
@@ -409,11 +412,13 @@ def train_ppo(env_config='cluster-a', # preset name, env_config dict, task or sp
               callback:Callable[[dict], bool|None]|None=None, # per-episode metrics; return False to stop early
               progress:bool=True, # show a tqdm bar
              ) -> TrainResult:
-    "Train an actor-critic with PPO on the simulator."
+    "Train an actor-critic with PPO on the simulator, or on a cluster backend the env_config names."
     tr = PPOTrainer(env_config, config, model, callback)
     tr.train(progress=progress)
     spec, opts = spec_from_config(env_config) if not isinstance(env_config, (list, tuple)) else (tr.venv.specs[0], {})
-    opts = {**{k: v for k, v in opts.items() if k in ENV_OPTIONS}, 'max_episode_steps': tr.venv.max_episode_steps,
+    # the model's environment is the cluster model; where it was trained (a backend and its address) is not kept
+    opts = {**{k: v for k, v in opts.items() if k in ENV_OPTIONS and not k.startswith('backend')},
+            'max_episode_steps': tr.venv.max_episode_steps,
             **tr.venv.weights}
     return TrainResult(tr.model, tr.config, spec, opts, tr.history, tr.wall_time_s)
 

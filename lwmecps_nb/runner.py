@@ -22,7 +22,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'META_DEFAULTS', 'JOBS', 'JobContext', 'training_job', 'transfer_job', 'meta_algorithm_run', 'meta_job',
-           'finite_or_none', 'TaskRunner']
+           'evaluation_job', 'finite_or_none', 'TaskRunner']
 
 # %% ../nbs/13_runner.ipynb #34383e4b
 @dataclass
@@ -176,7 +176,7 @@ def _advise(ctx:JobContext, advice:list[dict]) -> None:
     for a in advice: log.warning('%s task %s: %s', ctx.kind, ctx.task_id, a['message'])
 
 def meta_job(ctx:JobContext) -> dict:
-    "Meta-train on `config['task_distribution']` for `total_episodes` iterations; held-out adaptation; advice."
+    "Meta-train on `config['task_distribution']` for `total_episodes` iterations; held-out (and target) adaptation."
     from lwmecps_nb.meta_rl import ClusterTaskSource, default_rollout, held_out_metrics, meta_advice, meta_train_rl
     from lwmecps_nb.tasks import TaskDistribution
     c = {**META_DEFAULTS, **{k: v for k, v in ctx.config.items() if v is not None}}
@@ -195,6 +195,7 @@ def meta_job(ctx:JobContext) -> dict:
                               step_size=c['inner_lr'], cfg=cfg, scratch_episodes=c['scratch_episodes'], seed=c['seed'])
         summary.update(_held_out_summary(ho, ctx.metric_prefix)); accuracy = ho['adaptation_accuracy']
         ctx.run.log({k: v for k, v in summary.items() if k.startswith(f'{ctx.metric_prefix}/')})
+    if not ctx.stopped and c.get('env_config') is not None: summary.update(_target_adaptation(res.model, c))
     advice = meta_advice([h['meta_loss'] for h in res.history], accuracy, c)
     _advise(ctx, advice)
     if advice: summary['advice'] = [a['message'] for a in advice]
@@ -203,7 +204,45 @@ def meta_job(ctx:JobContext) -> dict:
     finally: shutil.rmtree(d, ignore_errors=True)
     return summary
 
-JOBS = {'training': training_job, 'transfer': transfer_job, 'meta': meta_job}
+# %% ../nbs/13_runner.ipynb #d8ea7fbf
+def _target_adaptation(model, c:dict) -> dict:
+    "A meta task's adaptation to `config['env_config']` (any backend): the returns after 0..test_steps steps there."
+    from lwmecps_nb.meta_rl import EnvConfigTaskSource, adaptation_returns, default_rollout
+    from lwmecps_nb.ppo import check_compatible
+    from lwmecps_nb.tasks import backend_of
+    source = EnvConfigTaskSource(c['env_config'])
+    env = source.vector_env(source.held_out(), 1, 1)
+    try: check_compatible(model, env, source='the meta-learned policy')
+    finally: env.close()
+    cfg = default_rollout(source, trajectories=c['trajectories'])
+    curve = adaptation_returns(model, source, source.held_out(), steps=c['test_steps'], step_sizes=c['inner_lr'],
+                               cfg=cfg, seed=c['seed'])[0]
+    return {'target_backend': backend_of(c['env_config']), 'target_returns_after_steps': curve.tolist(),
+            'target_windows': int((c['test_steps'] + 1) * c['trajectories'] * source.horizon)}
+
+def evaluation_job(ctx:JobContext) -> dict:
+    "Run a stored model on `config['env_config']` (any backend) for `total_episodes` windows, beside the simulator."
+    from lwmecps_nb.baselines import sim_to_real
+    from lwmecps_nb.ppo import load_model, policy_from
+    from lwmecps_nb.tasks import backend_of, make_env
+    c = ctx.config
+    d = _scratch_dir()
+    try:
+        path = d / 'model.pt'
+        path.write_bytes(ctx.store.task_model(c.get('model_task_kind', 'training'), c['model_task_id']))
+        env = make_env(c['env_config'])
+        try:
+            loaded = load_model(path, env=env)
+            out = sim_to_real(policy_from(loaded, loaded.checkpoint.get('model_type', 'model')), env,
+                              windows=ctx.doc['total_episodes'], seed=c.get('seed', 0), callback=ctx.callback)
+        finally: env.close()
+    finally: shutil.rmtree(d, ignore_errors=True)
+    gap = out['gap']
+    ctx.run.log({f'eval/{k}_{m}': v for k in ('latency_ms', 'sla_violations', 'reward')
+                 for m, v in gap[k].items() if v is not None}, step=ctx.episode)
+    return {'windows': len(out['windows']), 'backend': backend_of(c['env_config']), 'sim_to_real_gap': gap}
+
+JOBS = {'training': training_job, 'transfer': transfer_job, 'meta': meta_job, 'evaluation': evaluation_job}
 
 # %% ../nbs/13_runner.ipynb #e0550319
 def _now() -> dt.datetime: return dt.datetime.now(dt.timezone.utc)

@@ -170,7 +170,8 @@ def _redact(url:str) -> str:
     return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ':' in cred else url
 
 # %% ../nbs/12_store.ipynb #45b5169d
-KINDS = {'training': 'training_tasks', 'transfer': 'transfer_tasks', 'meta': 'meta_tasks'}
+KINDS = {'training': 'training_tasks', 'transfer': 'transfer_tasks', 'meta': 'meta_tasks',
+         'evaluation': 'evaluation_tasks'}
 STATES = ('pending', 'running', 'completed', 'failed', 'cancelled')
 FINAL_STATES = ('completed', 'failed', 'cancelled')
 RESULTS, MODELS = 'task_results', 'models'

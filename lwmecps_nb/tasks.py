@@ -15,12 +15,12 @@ import numpy as np
 from fastcore.basics import patch
 
 from .cluster import ClusterSpec, LoadSpec, Node, LOAD_PATTERNS
-from .envs import ENV_ID, DEFAULT_EPISODE_STEPS, KubeMECVectorEnv
+from .envs import ENV_ID, DEFAULT_EPISODE_STEPS, BackendVectorEnv, KubeMECVectorEnv
 
 # %% auto #0
 __all__ = ['PRESETS', 'FAMILIES', 'TRAFFIC_PATTERNS', 'DEFAULT_TASK_DISTRIBUTION', 'HELD_OUT_KEY', 'NODE_SCALE', 'REQUEST_SCALE',
-           'TASK_DISTRIBUTIONS', 'ENV_OPTIONS', 'preset', 'Task', 'TaskDistribution', 'spec_from_config', 'make_env',
-           'make_vector_env']
+           'TASK_DISTRIBUTIONS', 'ENV_OPTIONS', 'preset', 'Task', 'TaskDistribution', 'spec_from_config', 'backend_of',
+           'make_env', 'make_vector_env']
 
 # %% ../nbs/04_tasks.ipynb #f70a37bd
 def _tiny():
@@ -191,7 +191,7 @@ TASK_DISTRIBUTIONS = {
 
 # %% ../nbs/04_tasks.ipynb #6c74e8d0
 ENV_OPTIONS = ('max_episode_steps', 'step_seconds', 'start', 'latency_weight', 'sla_weight', 'replica_cost',
-               'render_mode', 'backend')
+               'render_mode', 'backend', 'backend_options')
 
 def spec_from_config(env_config:dict|str|Task|ClusterSpec) -> tuple[ClusterSpec, dict]:
     "Split an `env_config` into its `ClusterSpec` and the environment options."
@@ -208,6 +208,11 @@ def spec_from_config(env_config:dict|str|Task|ClusterSpec) -> tuple[ClusterSpec,
     if unknown:
         raise ValueError(f"env_config: unknown key(s) {sorted(unknown)}; "
                          f"known: cluster, task, spec, {', '.join(ENV_OPTIONS)}")
+    if 'backend_options' in cfg and not isinstance(cfg['backend_options'], dict):
+        raise ValueError('env_config: backend_options must be a dict of the backend\'s options, e.g. '
+                         '{"url": "http://127.0.0.1:8443"} for a simulating test server')
+    if cfg.get('backend_options') and cfg.get('backend', 'simulator') == 'simulator':
+        raise ValueError('env_config: backend_options are for a cluster backend; add "backend": "kubernetes"')
     src = sources[0] if sources else None
     if src == 'cluster': spec = preset(cfg.pop('cluster'))
     elif src == 'task':
@@ -216,6 +221,11 @@ def spec_from_config(env_config:dict|str|Task|ClusterSpec) -> tuple[ClusterSpec,
         s = cfg.pop('spec'); spec = s if isinstance(s, ClusterSpec) else ClusterSpec.from_dict(s)
     else: spec = preset('cluster-a')
     return spec, cfg
+
+def backend_of(env_config) -> str:
+    "The backend an env_config names: 'simulator' unless it says otherwise (a list of them: the simulator)."
+    if isinstance(env_config, dict): return env_config.get('backend') or 'simulator'
+    return 'simulator'
 
 def make_env(env_config:dict|str|Task|ClusterSpec|None=None, # preset name, task, spec, or a dict of them with options
              **overrides, # environment options that take precedence over `env_config`'s
@@ -238,9 +248,14 @@ def make_vector_env(env_configs:Sequence|dict|str|Task|ClusterSpec, # one config
     opts = {**pairs[0][1], **overrides}
     if any(p[1] != pairs[0][1] for p in pairs):
         raise ValueError('env_configs: all environments of a vector env must share their options')
-    for k in ('render_mode', 'backend'):
-        if opts.pop(k, None) not in (None, 'simulator'):
-            raise ValueError(f'{k} is not supported by the vector environment')
     specs = [p[0] for p in pairs]
+    if opts.pop('render_mode', None) is not None:
+        raise ValueError('render_mode is not supported by the vector environment')
+    backend, backend_options = opts.pop('backend', None), opts.pop('backend_options', None)
+    if backend not in (None, 'simulator'):  # one cluster: stepped one window at a time
+        if len(specs) > 1 or (num_envs or 1) > 1:
+            raise ValueError(f'backend {backend!r} is one cluster: it runs one environment '
+                             '(num_envs 1, one env_config)')
+        return BackendVectorEnv(specs[0], backend=backend, backend_options=backend_options, **opts)
     if not many and num_envs: specs = specs * num_envs
     return KubeMECVectorEnv(specs, **opts)

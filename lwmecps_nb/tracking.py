@@ -26,7 +26,7 @@ def public_config(config:Any) -> Any:
     if isinstance(config, (list, tuple)): return [public_config(v) for v in config]
     return config
 
-def tracked_metrics(kind:str, # training, transfer or meta
+def tracked_metrics(kind:str, # training, transfer, meta or evaluation
                     metrics:dict, # one episode's (or meta-iteration's) metrics from a learner's callback
                     algorithm:str|None=None, # a meta task's algorithm (the prefix of its names)
                    ) -> dict[str, float]:
@@ -37,14 +37,15 @@ def tracked_metrics(kind:str, # training, transfer or meta
     elif kind == 'transfer':  # the spec's names come from transfer_learn itself; the raw PPO ones go under train/
         named = {k if '/' in k else f'train/{k}': v for k, v in metrics.items()}
     elif kind == 'training': named = {f'train/{k}': v for k, v in metrics.items()}
-    else: raise ValueError(f"kind must be training, transfer or meta, got {kind!r}")
+    elif kind == 'evaluation': named = {f'eval/{k}': v for k, v in metrics.items()}  # one row per window
+    else: raise ValueError(f"kind must be training, transfer, meta or evaluation, got {kind!r}")
     out = {}
     for k, v in named.items():
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)): continue
         if math.isfinite(float(v)): out[k] = float(v)
     return out
 
-def metric_name(kind:str, # training, transfer or meta
+def metric_name(kind:str, # training, transfer, meta or evaluation
                 metric:str, # a learner's metric, e.g. `episode_reward`, `meta_loss`, `transfer_metric`
                 algorithm:str|None=None, # a meta task's algorithm
                ) -> str:

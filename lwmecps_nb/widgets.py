@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from pydantic import BaseModel, ValidationError
 
 from .api import BODIES, ROUTES, create_task, public_task, start_task, task_results
-from .core import DEFAULT_SERVER_PORT
+from .core import DEFAULT_SERVER_PORT, auth_headers
 from .runner import META_DEFAULTS, TaskRunner
 from .store import FINAL_STATES, InvalidTaskId, MemoryTaskStore, TaskNotFound, TaskStateError, TaskStore
 from .tasks import PRESETS, TASK_DISTRIBUTIONS
@@ -101,19 +101,29 @@ class LocalBackend:
 DEFAULT_SERVER_URL = f'http://127.0.0.1:{DEFAULT_SERVER_PORT}' # where `lwmecps-nb serve` listens without options
 _PATHS = {kind: path for path, (kind, _) in ROUTES.items()}
 
+def _unauthorized(url:str, detail) -> str:
+    return (f'the server at {url} requires its API token (401: {detail}); give it with RemoteBackend(url, '
+            'token=...), or set LWMECPS_API_TOKEN (or LWMECPS_API_TOKEN_FILE) where this notebook runs')
+
 class RemoteBackend:
     "The same operations against an lwmecps-nb server (`lwmecps-nb serve`) over its REST API."
     mode = 'remote'
     def __init__(self, url:str=DEFAULT_SERVER_URL, # the server's base URL
                  timeout:float=10., # seconds per request
+                 token:str|None=None, # the server's API token; default `Settings.api_token` (LWMECPS_API_TOKEN)
                 ):
-        self.url, self.timeout = url.rstrip('/'), float(timeout)
+        self.url, self.timeout, self._token = url.rstrip('/'), float(timeout), token  # the token is never shown
+
+    def __repr__(self): return f'RemoteBackend({self.url!r})'
+
+    def _headers(self) -> dict:
+        try: return {'content-type': 'application/json', 'accept': 'application/json', **auth_headers(self._token)}
+        except ValueError as e: raise TaskRequestError(f'cannot read the API token: {e}') from None
 
     def _request(self, method:str, path:str, body:dict|None=None, query:dict|None=None):
         q = '?' + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None}) if query else ''
         data = None if body is None else json.dumps(body).encode()
-        headers = {'content-type': 'application/json', 'accept': 'application/json'}
-        req = urllib.request.Request(self.url + path + q, data=data, method=method, headers=headers)
+        req = urllib.request.Request(self.url + path + q, data=data, method=method, headers=self._headers())
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 raw = r.read()
@@ -121,6 +131,7 @@ class RemoteBackend:
             raw = e.read()
             try: detail = json.loads(raw).get('detail', raw.decode(errors='replace'))
             except (ValueError, AttributeError): detail = raw.decode(errors='replace') or e.reason
+            if e.code == 401: detail = _unauthorized(self.url, detail)
             raise TaskRequestError(describe_errors(detail), e.code) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, 'reason', e)
@@ -331,7 +342,8 @@ def backend(self:TaskPanel) -> LocalBackend|RemoteBackend:
         if self.local is None: self.local = default_backend()
         return self.local
     url = self.server_url.value.strip()
-    if self._remote is None or self._remote.url != url.rstrip('/'): self._remote = RemoteBackend(url)
+    if self._remote is None or self._remote.url != url.rstrip('/'):  # a new URL keeps the token the panel was given
+        self._remote = RemoteBackend(url, token=self._remote._token if self._remote else None)
     return self._remote
 
 @patch(as_prop=True)
@@ -399,7 +411,7 @@ def _follow(self:TaskPanel, be, task_id:str):
         except TaskRequestError as e:
             failures += 1
             self.say(f'lost the task ({e}); retrying', error=True)
-            if failures >= 20 or e.status == 404:
+            if failures >= 20 or e.status in (401, 404):
                 self.status.value = 'stopped following the task'
                 break
             time.sleep(poll); continue

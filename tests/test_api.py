@@ -21,17 +21,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _serve(home, port):
-    env = {**os.environ, 'LWMECPS_HOME': str(home), 'WANDB_MODE': 'offline', 'MONGODB_DATABASE': 'api_http'}
+def _serve(home, port, *args, env=None):
+    "`lwmecps-nb serve` with `args`; the environment's API token left out unless `env` gives one; ready once /readyz says so."
+    env = {**{k: v for k, v in os.environ.items() if k not in ('LWMECPS_API_TOKEN', 'LWMECPS_API_TOKEN_FILE')},
+           'LWMECPS_HOME': str(home), 'WANDB_MODE': 'offline', 'MONGODB_DATABASE': 'api_http', **(env or {})}
     env.pop('MONGODB_URL', None)
-    proc = subprocess.Popen([script('lwmecps-nb'), '--log-level', 'INFO', 'serve', '--port', str(port)], env=env,
+    proc = subprocess.Popen([script('lwmecps-nb'), '--log-level', 'INFO', 'serve', '--port', str(port), *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(home / 'server.err', 'ab'))
     url = f'http://127.0.0.1:{port}'
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         assert proc.poll() is None, (home / 'server.err').read_text()[-3000:]
         try:
-            if httpx.get(url + '/health', timeout=1).status_code == 200: return proc, url
+            if httpx.get(url + '/readyz', timeout=1).status_code == 200: return proc, url
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -40,9 +42,9 @@ def _serve(home, port):
 
 
 @contextlib.contextmanager
-def serving(home):
-    "`lwmecps-nb serve` on a free loopback port with its data under `home`; stopped (server, then embedded database) at the end."
-    proc, url = _serve(home, _free_port())
+def serving(home, *args, env=None):
+    "`lwmecps-nb serve ARGS` on a free loopback port with its data under `home`; stopped (server, then embedded database) at the end."
+    proc, url = _serve(home, _free_port(), *args, env=env)
     try: yield url
     finally:
         proc.send_signal(signal.SIGINT)
@@ -178,6 +180,7 @@ def test_database_down_gives_503_and_recovers(server, tmp_path):
         EmbeddedMongo(tmp_path / 'mongodb').stop()
         h = c.get('/health')
         assert h.status_code == 503 and h.json()['status'] == 'unavailable'
+        assert c.get('/readyz').status_code == 503 and c.get('/livez').json() == {'status': 'alive'}  # not ready, alive
         r = c.get(f'{API}/tasks')
         assert r.status_code == 503 and 'database unavailable' in r.json()['detail']
         r = c.post(f'{API}/meta-tasks', json={'name': 'x'})
@@ -185,7 +188,16 @@ def test_database_down_gives_503_and_recovers(server, tmp_path):
         EmbeddedMongo(tmp_path / 'mongodb').start()  # back on its previous port: the server reconnects by itself
         deadline = time.monotonic() + 60
         while c.get('/health').status_code != 200: assert time.monotonic() < deadline; time.sleep(0.5)
+        assert c.get('/readyz').json() == {'status': 'ready'}
         assert c.get(f"{API}/tasks/{t['id']}").json()['name'] == 'kept'
+
+
+def _start(c, path, timeout=240):
+    "POST a start, waiting out 429s as a client should: the server holds max_concurrent + max_queued tasks at most."
+    deadline = time.monotonic() + timeout
+    while (r := c.post(path)).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(float(r.headers['Retry-After']))
+    return r
 
 
 def test_twenty_concurrent_clients(server):
@@ -204,7 +216,7 @@ def test_twenty_concurrent_clients(server):
             r = c.post(f'{API}/tasks', json={'name': f'client-{i}', 'env_config': 'tiny', 'total_episodes': 2, 'hyperparameters': {'num_envs': 1}})
             got = [r.status_code]
             tid = r.json()['id']
-            got.append(c.post(f'{API}/tasks/{tid}/start').status_code)
+            got.append(_start(c, f'{API}/tasks/{tid}/start').status_code)
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
                 g = c.get(f'{API}/tasks/{tid}')

@@ -14,9 +14,26 @@ def run(*args, timeout=600):
 def test_help_lists_subcommands():
     r = run('--help')
     assert r.returncode == 0
-    for cmd in ('demo', 'train', 'transfer', 'meta', 'adapt', 'bench', 'serve', 'db'):
+    for cmd in ('demo', 'train', 'transfer', 'meta', 'adapt', 'bench', 'serve', 'db', 'control'):
         assert cmd in r.stdout
     assert '--verbose' in r.stdout and 'Transfer learning progress' in r.stdout  # what -v shows
+
+
+def test_serve_help_names_the_security_options():
+    r = run('serve', '--help')
+    assert r.returncode == 0
+    for option in ('--host', '--token-file', '--insecure', '--max-queued', 'LWMECPS_API_TOKEN_FILE', '127.0.0.1'):
+        assert option in r.stdout, option
+
+
+def test_control_is_listed_and_runs_or_says_why_not():
+    import importlib.util
+    if importlib.util.find_spec('lwmecps_nb.control') is None:  # the controller's module is not installed (yet)
+        r = run('control')
+        assert r.returncode == 2 and 'the control command is unavailable' in r.stderr, r.stderr
+    else:
+        r = run('control', '--help')
+        assert r.returncode == 0 and 'usage: lwmecps-nb control' in r.stdout, r.stderr
 
 
 def test_each_bench_target_has_its_own_parser():

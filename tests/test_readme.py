@@ -39,13 +39,14 @@ def _other_bash_blocks():
 
 
 EXPECT = {'lwmecps-nb serve': ('"state":"running"', '"results":['), 'lwmecps-nb train': ('saved model.pt', 'fine_tuning'),
-          'lwmecps-nb meta': ('meta-learned init', 'HPA autoscaler on cluster-b')}
+          'lwmecps-nb meta': ('meta-learned init', 'HPA autoscaler on cluster-b'),
+          'lwmecps-nb control': ('dry run, nothing is changed', 'stopped after 4 interval(s): decisions model 4')}
 
 
 def test_every_other_readme_command_runs(tmp_path):
     import os
     blocks = _other_bash_blocks()
-    assert len(blocks) == 3, blocks
+    assert len(blocks) == 4, blocks
     env = {**os.environ, 'LWMECPS_HOME': str(tmp_path / 'home'), 'WANDB_MODE': 'offline', 'PATH': f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop('MONGODB_URL', None)
     for block in blocks:

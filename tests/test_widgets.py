@@ -106,3 +106,23 @@ def test_meta_panel_shows_the_advice_from_the_server(server):
     assert r['advice'][0]['problem'] == 'Low adaptation accuracy'
     assert '<b>Low adaptation accuracy</b>' in mp.advice.value and 'inner_lr (now 0.01)' in mp.advice.value, mp.advice.value
     assert _server_task(server, 'meta-tasks', mp.task['id'])['advice'] == r['advice']
+
+
+def test_panels_send_the_token_to_a_protected_server(tmp_path, monkeypatch):
+    "A server started with --token-file: without the token a panel says how to give it; with it (given, or from the environment) it runs."
+    import secrets
+    token = 'tok-' + secrets.token_urlsafe(16)
+    (tmp_path / 'token').write_text(token + '\n')
+    for k in ('LWMECPS_API_TOKEN', 'LWMECPS_API_TOKEN_FILE'): monkeypatch.delenv(k, raising=False)
+    with serving(tmp_path, '--token-file', str(tmp_path / 'token')) as url:
+        p = TrainingPanel(backend=RemoteBackend(url))
+        assert p.run() is None and p.task is None
+        assert 'requires its API token (401' in p.message.value and 'LWMECPS_API_TOKEN' in p.message.value and token not in p.message.value
+        p = TrainingPanel(backend=RemoteBackend(url, token=token), poll_s=0.2)
+        p.env.value, p.episodes.value, p.hyper['num_envs'].value = 'tiny', 8, 2
+        assert p.run() is not None, p.message.value
+        r = p.wait(120)
+        assert r is not None and r['state'] == 'completed' and len(p.rows) == 8, (r, p.message.value)
+        monkeypatch.setenv('LWMECPS_API_TOKEN', token)  # the default: the settings' token, read at each request
+        assert [d['id'] for d in RemoteBackend(url).tasks('training')] == [p.task['id']]
+        assert token not in repr(RemoteBackend(url))
