@@ -41,6 +41,7 @@ lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 requirements = _pinned(cfg.get('requirements', ''))
 dev_requirements = _pinned(cfg.get('dev_requirements', ''))
 bench_requirements = _pinned(cfg.get('bench_requirements', ''))
+ray_requirements = _pinned(cfg.get('ray_requirements', ''))
 package_data = cfg.get('package_data', '').split()
 
 setuptools.setup(
@@ -62,7 +63,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=f'>={cfg["min_python"]}',
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'bench': bench_requirements},
+    extras_require={'dev': dev_requirements, 'bench': bench_requirements, 'ray': ray_requirements},
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(),
                   'nbdev': [f'{cfg["lib_name"]}={cfg["lib_name"]}._modidx:d']},
     zip_safe=False,

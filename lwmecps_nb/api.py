@@ -484,6 +484,7 @@ def create_app(store:TaskStore|None=None, # default: `TaskStore(connect(settings
                runner:TaskRunner|None=None, # default: a `TaskRunner` on the store (restart recovery included)
                settings:Settings|None=None, # default `get_settings()`
                max_concurrent:int=2, # tasks executing at once (the default runner's)
+               executor:str|None=None, # the default runner's: 'thread', or 'ray' (the default when RAY_ADDRESS is set)
                token:str|None=None, # the bearer token of every route but the probes; default `settings.api_token`
                max_queued:int=MAX_QUEUED, # tasks that may wait beyond `max_concurrent`; a start past that is a 429
                max_body_bytes:int=MAX_BODY_BYTES, # the largest request body; a larger one is a 413
@@ -501,7 +502,9 @@ def create_app(store:TaskStore|None=None, # default: `TaskStore(connect(settings
     async def lifespan(app:FastAPI):
         if getattr(app.state, 'store', None) is None: app.state.store = TaskStore(connect(s))
         if getattr(app.state, 'runner', None) is None:
-            app.state.runner = TaskRunner(app.state.store, max_concurrent=max_concurrent, tracker=Tracker(s))
+            from lwmecps_nb.distributed import make_task_runner  # threads here, or Ray tasks (`distributed`)
+            app.state.runner = make_task_runner(app.state.store, executor, max_concurrent=max_concurrent,
+                                                tracker=Tracker(s))
         if token: log.info('bearer-token authentication on every route but /livez and /readyz')
         else: log.warning('the API has no authentication (no LWMECPS_API_TOKEN or LWMECPS_API_TOKEN_FILE): anyone '
                           'who can reach it can start, stop and delete tasks; keep it on loopback')

@@ -50,7 +50,8 @@ __all__ = ['log', 'DEMO_BUDGETS', 'QUICK_META_RL', 'pretrain_joint', 'sinusoid_b
            'bench_meta_overhead', 'seed_claim_check', 'cluster_meta_benchmark', 'seed_summary', 'run_seeds',
            'navigation_benchmark', 'compare_with_sb3', 'bench_api', 'bench_env', 'run_demo', 'demo_tables',
            'demo_report', 'format_demo', 'adaptation_table', 'format_env_bench', 'format_api_bench', 'format_ppo_bench',
-           'bench_meta', 'format_meta_bench', 'meta_rl_bench_figures', 'bench_meta_rl', 'format_meta_rl_bench']
+           'bench_meta', 'format_meta_bench', 'meta_rl_bench_figures', 'bench_meta_rl', 'format_meta_rl_bench',
+           'bench_ray', 'bench_meta_batch_ray', 'sweep_wall_time']
 
 # %% ../nbs/16_bench.ipynb #2329f2db
 def pretrain_joint(model:nn.Module, sample_tasks:Callable[[int], Sequence[RegressionTask]], iterations:int,
@@ -419,13 +420,19 @@ def _one_seed(benchmark, seed, kwargs):
 def run_seeds(benchmark:Callable[..., dict], # `cluster_meta_benchmark`, `navigation_benchmark` or any f(seed=...)
               seeds:Sequence[int], # training seeds
               workers:int=1, # processes; 1 runs the seeds one after the other in this process
+              executor:str='process', # 'process': `workers` local processes; 'ray': each seed a Ray task (1 CPU)
               **kwargs, # passed to every call
              ) -> list[dict]:
-    "`benchmark(seed=s, **kwargs)` for every seed, in that order; with `workers` > 1 in that many fresh processes."
+    "`benchmark(seed=s, **kwargs)` for every seed, in that order: in this process, `workers` processes, or on Ray."
     seeds = [int(s) for s in seeds]
     if not seeds: raise ValueError('seeds is empty: pass at least one training seed')
     if not (isinstance(workers, (int, np.integer)) and workers >= 1):
         raise ValueError(f'workers must be a positive integer, got {workers!r}')
+    if executor not in ('process', 'ray'): raise ValueError(f"executor must be 'process' or 'ray', got {executor!r}")
+    if executor == 'ray':  # the cluster's CPUs decide how many seeds run at once; `workers` > 1 caps it
+        from lwmecps_nb.sweeps import ray_map
+        return ray_map(_one_seed, [(benchmark, s, kwargs) for s in seeds], num_cpus=1,
+                       max_in_flight=int(workers) if workers > 1 else None)
     if workers == 1: return [benchmark(seed=s, **kwargs) for s in seeds]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -1113,14 +1120,17 @@ def bench_meta_rl(iterations:int=150, # meta-iterations per algorithm (ignored w
                   seeds:Sequence[int]=(0,), # training seeds; the targets use their mean
                   warm_start_fraction:float|None=2 / 3, # also meta-learn from multi-task PPO forked here (0: skip)
                   progress:bool=True,
+                  executor:str='process', # `run_seeds`' executor: 'process' or 'ray' (each seed a Ray task)
+                  workers:int=1, # `run_seeds`' processes (process executor) or cap on seeds at once (ray)
                  ) -> dict:
-    "`lwmecps-nb bench meta-rl`: `cluster_meta_benchmark` for every seed, its figures and targets."
+    "`lwmecps-nb bench meta-rl`: `cluster_meta_benchmark` for every seed (via `run_seeds`), its figures and targets."
     warm = warm_start_fraction or None
     if warm is not None and not 0 < warm < 1:
         raise ValueError(f'warm_start_fraction must be in (0, 1), or 0 to skip the warm-started runs; got {warm}')
     kw = dict(QUICK_META_RL) if quick else dict(iterations=iterations)
-    return meta_rl_bench_figures([cluster_meta_benchmark(seed=int(s), progress=progress, warm_start_fraction=warm, **kw)
-                                  for s in seeds])
+    local = executor == 'process' and workers == 1  # progress bars only where they are seen
+    return meta_rl_bench_figures(run_seeds(cluster_meta_benchmark, seeds, workers=workers, executor=executor,
+                                           progress=progress and local, warm_start_fraction=warm, **kw))
 
 # %% ../nbs/16_bench.ipynb #39b02233
 def format_meta_rl_bench(res:dict) -> str:
@@ -1147,3 +1157,86 @@ def format_meta_rl_bench(res:dict) -> str:
                   adaptation_table(list(res['across_seeds']['returns_after_steps'].items()))]
     lines.append('  targets: ' + _met(res['targets']))
     return '\n'.join(lines)
+
+# %% ../nbs/16_bench.ipynb #f7ae7f70
+def _noop(): return None
+
+def bench_ray(seeds:Sequence[int]=(0, 1, 2, 3), # one PPO training per seed
+              episodes:int=300, # each training's episodes
+              env_config='cluster-a', # what they train on
+              noop_tasks:int=50, # no-op tasks timed for the per-task overhead
+              address:str|None=None, # the Ray cluster (default `ray_connect`'s); it needs 2 free CPUs
+             ) -> dict:
+    "Speed-up of 2 Ray workers over 1 on PPO trainings, and the round trip of a no-op Ray task."
+    import ray
+    from lwmecps_nb.distributed import ray_connect
+    from lwmecps_nb.sweeps import ppo_seed_run, ray_map
+    ray_connect(address)
+    jobs = [(int(s), env_config, int(episodes)) for s in seeds]
+    ray_map(ppo_seed_run, [(0, env_config, 2)] * 2)  # warm both workers up (imports, first environment)
+    ray_map(_noop, [()] * 5)
+    round_trips = []
+    for _ in range(noop_tasks):
+        t0 = time.perf_counter(); ray_map(_noop, [()]); round_trips.append(time.perf_counter() - t0)
+    t0 = time.perf_counter(); ray_map(_noop, [()] * noop_tasks); batch_s = time.perf_counter() - t0
+    out = {'config': dict(seeds=[j[0] for j in jobs], episodes=episodes, env_config=env_config,
+                          cluster_cpus=ray.cluster_resources().get('CPU'), noop_tasks=noop_tasks)}
+    runs = {}
+    for workers in (1, 2):
+        t0 = time.perf_counter(); runs[workers] = ray_map(ppo_seed_run, jobs, max_in_flight=workers)
+        out[f'seconds_{workers}_worker' + ('s' if workers > 1 else '')] = time.perf_counter() - t0
+    out.update(speedup_2_over_1=out['seconds_1_worker'] / out['seconds_2_workers'],
+               same_results=[r['returns'] for r in runs[1]] == [r['returns'] for r in runs[2]],
+               training_s_per_episode=float(np.mean([r['wall_s'] for r in runs[1]])) / episodes,
+               noop_round_trip_s=float(np.median(round_trips)), noop_batched_s_per_task=batch_s / noop_tasks)
+    return out
+
+# %% ../nbs/16_bench.ipynb #4270d33f
+def bench_meta_batch_ray(tasks:int=8, episodes:int=20, horizon:int=96, # the meta-batch: G tasks x n episodes x T
+                         workers:int=2, # shares on Ray workers
+                         rounds:int=3, # timed rounds (median), after one warm-up
+                         address:str|None=None,
+                        ) -> dict:
+    "Seconds of one meta-batch's rollouts in process (torch's threads, and 1) and on Ray workers; ratios."
+    from lwmecps_nb.distributed import ray_connect
+    from lwmecps_nb.sweeps import sample_episodes_sharded
+    from lwmecps_nb.meta_rl import sample_episodes
+    ray_connect(address)
+    src = ClusterTaskSource(horizon=horizon)
+    torch.manual_seed(0); model = src.make_model()
+    batch = src.sample(tasks, seed=0)
+    threads = torch.get_num_threads()
+    def in_process(n_threads):
+        torch.set_num_threads(n_threads)
+        try: sample_episodes(model, src, batch, episodes, horizon, seed=1)
+        finally: torch.set_num_threads(threads)
+    paths = {'in_process': lambda: in_process(threads), 'in_process_1_thread': lambda: in_process(1),
+             'ray': lambda: sample_episodes_sharded(model, src, batch, episodes, horizon, seed=1, workers=workers)}
+    times = {k: [] for k in paths}
+    for r in range(rounds + 1):  # the paths take turns, so machine noise hits all alike
+        for k, f in paths.items():
+            t0 = time.perf_counter(); f(); dt = time.perf_counter() - t0
+            if r: times[k].append(dt)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {'config': dict(tasks=tasks, episodes=episodes, horizon=horizon, workers=workers, rounds=rounds,
+                           torch_threads=threads), 'seconds': med,
+            'ray_over_in_process': med['ray'] / med['in_process'],
+            'ray_over_in_process_1_thread': med['ray'] / med['in_process_1_thread']}
+
+# %% ../nbs/16_bench.ipynb #ba71d9a9
+def sweep_wall_time(trials:int=1000, # trials in the sweep
+                    trial_s:float=100.0, # one trial's seconds on cpus_per_trial cores
+                    overhead_s:float=2.0, # Ray/Tune overhead added to every trial
+                    launch_s:float=0.05, # the driver's seconds to start one trial (serial)
+                    nodes:Sequence[int]=(1, 4, 16, 64), # cluster sizes
+                    cores_per_node:int=16, cpus_per_trial:float=1,
+                   ) -> list[dict]:
+    "Estimated wall time of a sweep on each cluster size (see the assumptions above)."
+    rows = []
+    for n in nodes:
+        slots = max(1, int(n * cores_per_node // cpus_per_trial))
+        waves = math.ceil(trials / slots)
+        wall = max(waves * (trial_s + overhead_s), trials * launch_s + trial_s + overhead_s)
+        rows.append({'nodes': n, 'cores': n * cores_per_node, 'parallel_trials': slots, 'waves': waves,
+                     'wall_s': wall, 'wall_h': wall / 3600})
+    return rows

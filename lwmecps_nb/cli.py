@@ -349,7 +349,8 @@ def _serve(args) -> int:
     token = _serve_token(args)
     import uvicorn
     from lwmecps_nb.api import create_app
-    app = create_app(max_concurrent=args.max_concurrent, max_queued=args.max_queued, token=token)
+    app = create_app(max_concurrent=args.max_concurrent, max_queued=args.max_queued, token=token,
+                     executor=args.executor)
     if not token and not _loopback(args.host):
         print(f'lwmecps-nb: serving on {args.host} WITHOUT authentication (--insecure): anyone who can reach it can '
               'start, stop and delete tasks', file=sys.stderr)
@@ -545,6 +546,9 @@ def _add_serve_parser(sub):
     s.add_argument('--insecure', action='store_true',
                    help='serve a non-loopback address without a token (only behind a proxy that authenticates)')
     s.add_argument('--max-concurrent', type=int, default=2, help='tasks executing at once (default 2)')
+    s.add_argument('--executor', choices=['thread', 'ray'], default=None,
+                   help='where tasks run: threads of the server, or Ray tasks on the cluster RAY_ADDRESS names '
+                        '(default: ray when RAY_ADDRESS is set, else thread)')
     s.add_argument('--max-queued', type=int, default=8,
                    help='tasks waiting beyond those; a start past that is answered 429 with Retry-After (default 8)')
     s.set_defaults(func=_serve)
@@ -598,6 +602,19 @@ def _kube_test_server(args) -> int:
         stop.wait()
     return 0
 
+def _add_tune_parser(sub):
+    "tune: a hyperparameter sweep on Ray Tune (`sweeps.add_tune_arguments` defines the options)."
+    from lwmecps_nb.sweeps import add_tune_arguments  # light: no torch
+    tu = sub.add_parser('tune', help='hyperparameter sweep on Ray Tune (ASHA) over PPO, transfer or meta-learning '
+                        'settings; prints the results table and the best config')
+    add_tune_arguments(tu)
+    tu.set_defaults(func=_tune)
+    return tu
+
+def _tune(args) -> int:
+    from lwmecps_nb.sweeps import tune_main
+    return tune_main(args)
+
 # %% ../nbs/17_cli.ipynb #0617fab2
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `lwmecps-nb`."
@@ -621,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_db)
     _add_control_parser(sub)
     _add_kube_test_server_parser(sub)
+    _add_tune_parser(sub)
     for sp in [*sub.choices.values(), *bench[1:]]: _add_log_options(sp)
     return p
 

@@ -1,6 +1,8 @@
 "Shared test setup: the repository root, the console scripts of this interpreter, W&B kept offline."
 import os
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,17 +24,24 @@ def root() -> Path:
     return ROOT
 
 
+# Every process this test session starts (servers, notebooks, their embedded databases) inherits this marker, so the
+# clean-up below stops only this session's embedded servers, never those of another session running beside it.
+SESSION_MARKER = f'LWMECPS_TEST_SESSION={uuid.uuid4().hex}'
+os.environ['LWMECPS_TEST_SESSION'] = SESSION_MARKER.split('=', 1)[1]
+
+
 def _embedded_servers() -> set:
-    "pids of embedded MongoDB-wire servers (nx-27017) whose data folder is under the temp folder."
-    import tempfile
+    "pids of embedded MongoDB-wire servers (nx-27017) this test session started (its marker) on a temporary folder."
     found = set()
     for p in Path('/proc').iterdir():
         if not p.name.isdigit(): continue
-        try: cmd = (p / 'cmdline').read_bytes().split(b'\0')
-        except OSError: continue
-        if any(b'nx_27017' in c for c in cmd) and b'--data-dir' in cmd:
+        try:
+            cmd = (p / 'cmdline').read_bytes().split(b'\0')
+            if not any(b'nx_27017' in c for c in cmd) or b'--data-dir' not in cmd: continue
             folder = cmd[cmd.index(b'--data-dir') + 1].decode(errors='replace')
-            if folder.startswith(tempfile.gettempdir()): found.add(int(p.name))
+            mine = SESSION_MARKER.encode() in (p / 'environ').read_bytes().split(b'\0')
+            if mine and folder.startswith(tempfile.gettempdir()): found.add(int(p.name))
+        except OSError: continue
     return found
 
 
