@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,9 +23,6 @@ from .core import get_logger
 from .stats import markdown_table
 from .distributed import import_ray, ray_connect
 
-if TYPE_CHECKING:  # the learners are imported where they are used
-    from torch import nn
-    from lwmecps_nb.meta_rl import Episodes
 
 log = get_logger('sweeps')
 
@@ -83,13 +80,13 @@ def ppo_seed_run(seed:int, # seeds torch, the environments and the sampling
 # %% ../nbs/13b_sweeps.ipynb #f2f73ec4
 SHARE_SEED_STRIDE = 7919  # share k of a meta-batch is sampled with seed + SHARE_SEED_STRIDE * k
 
-def _join_episodes(parts:Sequence[Episodes]) -> Episodes:
+def _join_episodes(parts:Sequence): # `meta_rl.Episodes` of the shares, in order
     import torch
     from lwmecps_nb.meta_rl import Episodes
     fields = ('obs', 'actions', 'rewards', 'log_probs', 'mask')
     return Episodes(**{f: torch.cat([getattr(p, f) for p in parts], dim=1) for f in fields})
 
-def sample_episodes_sharded(model:nn.Module, # the policy
+def sample_episodes_sharded(model, # the policy (a torch module, as `meta_rl.sample_episodes` takes)
                             source, # a task source (`ClusterTaskSource`, ...)
                             tasks:Sequence, # the meta-batch's G tasks
                             n:int, # episodes per task
@@ -99,7 +96,7 @@ def sample_episodes_sharded(model:nn.Module, # the policy
                             workers:int=2, # shares (at most G)
                             executor:str='ray', # 'ray': each share a Ray task; 'local': one after the other here
                             address:str|None=None, # the Ray cluster (default `ray_connect`'s)
-                           ) -> Episodes:
+                           ): # -> `meta_rl.Episodes`
     "`sample_episodes` of a meta-batch, its tasks split into `workers` shares sampled on Ray workers (or locally)."
     from lwmecps_nb.meta_rl import sample_episodes
     if executor not in ('ray', 'local'): raise ValueError(f"executor must be 'ray' or 'local', got {executor!r}")
