@@ -21,6 +21,15 @@ def _on_cluster(url, source, steps=6):
     return {**source, 'backend': 'kubernetes', 'backend_options': {'url': url, 'poll_s': 0.01}, 'max_episode_steps': steps}
 
 
+def _run_to_end(api, route, body):
+    "Create a task under `route` (201), start it, wait for its end; returns (its id, its final document)."
+    r = api.post(f'{API}/{route}', json=body)
+    assert r.status_code == 201, r.text
+    tid = r.json()['id']
+    api.post(f'{API}/{route}/{tid}/start').raise_for_status()
+    return tid, _until_done(api, f'{API}/{route}/{tid}')
+
+
 def _writes(k8s):
     return sum(1 for method, path in k8s.requests if method == 'PATCH' and path.endswith('/scale'))
 
@@ -54,22 +63,16 @@ def test_training_transfer_and_evaluation_on_the_cluster(api):
                                              'hyperparameters': {'num_envs': 4}}).json()
         api.post(f"{API}/tasks/{sim['id']}/start").raise_for_status()
         assert _until_done(api, f"{API}/tasks/{sim['id']}")['state'] == 'completed'
-        tr = api.post(f'{API}/transfer-tasks', json={'source_task_id': sim['id'], 'target_env_config': cluster,
-                                                     'total_episodes': 2})
-        assert tr.status_code == 201, tr.text
-        api.post(f"{API}/transfer-tasks/{tr.json()['id']}/start").raise_for_status()
-        tdone = _until_done(api, f"{API}/transfer-tasks/{tr.json()['id']}")
+        tr, tdone = _run_to_end(api, 'transfer-tasks', {'source_task_id': sim['id'], 'target_env_config': cluster,
+                                                        'total_episodes': 2})
         assert tdone['state'] == 'completed', tdone
-        assert len(api.get(f"{API}/transfer-tasks/{tr.json()['id']}/results").json()['results']) == 2
+        assert len(api.get(f'{API}/transfer-tasks/{tr}/results').json()['results']) == 2
 
         # the simulator-trained model run on the cluster for 8 windows, beside the simulator's prediction
-        ev = api.post(f'{API}/evaluation-tasks', json={'model_task_id': sim['id'], 'env_config': cluster,
-                                                       'total_episodes': 8})
-        assert ev.status_code == 201, ev.text
-        api.post(f"{API}/evaluation-tasks/{ev.json()['id']}/start").raise_for_status()
-        edone = _until_done(api, f"{API}/evaluation-tasks/{ev.json()['id']}")
+        ev, edone = _run_to_end(api, 'evaluation-tasks', {'model_task_id': sim['id'], 'env_config': cluster,
+                                                          'total_episodes': 8})
         assert edone['state'] == 'completed', edone
-        rows = api.get(f"{API}/evaluation-tasks/{ev.json()['id']}/results").json()['results']
+        rows = api.get(f'{API}/evaluation-tasks/{ev}/results').json()['results']
         assert [r['episode'] for r in rows] == list(range(1, 9))
         for m in ('latency_ms', 'sla_violations', 'replicas', 'reward'):
             assert {f'eval/{m}_live', f'eval/{m}_sim'} <= set(rows[0]['metrics'])
@@ -86,10 +89,7 @@ def test_meta_task_adapts_on_the_cluster(api):
     with KubeTestServer(task.spec, simulate=True, start=0) as k8s:
         body = {'meta_algorithm': 'fomaml', 'meta_batch_size': 2, 'trajectories': 2, 'held_out_tasks': 0, 'test_steps': 1,
                 'total_episodes': 2, 'env_config': _on_cluster(k8s.url, {'task': task.to_dict()}, steps=4)}
-        m = api.post(f'{API}/meta-tasks', json=body)
-        assert m.status_code == 201, m.text
-        api.post(f"{API}/meta-tasks/{m.json()['id']}/start").raise_for_status()
-        done = _until_done(api, f"{API}/meta-tasks/{m.json()['id']}")
+        _, done = _run_to_end(api, 'meta-tasks', body)
         assert done['state'] == 'completed', done
         s = done['summary']
         assert s['target_backend'] == 'kubernetes' and len(s['target_returns_after_steps']) == 2

@@ -12,6 +12,8 @@ import time
 import httpx
 import pytest
 
+from test_api_auth import live  # the app served by uvicorn in a thread on loopback
+
 from lwmecps_nb.core import Settings
 from lwmecps_nb.distributed import (LOCAL_RAY_CLUSTERS, RayTaskRunner, import_ray, local_ray_cluster,
                                     make_task_runner, ray_session_pids)
@@ -53,24 +55,6 @@ def cluster():
         yield address
 
 
-@contextlib.contextmanager
-def _uvicorn(app):
-    "`app` served by uvicorn in a thread on a free loopback port; yields its URL."
-    import uvicorn
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=port, log_level='warning'))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert th.is_alive() and time.monotonic() < deadline, 'uvicorn did not start'
-        time.sleep(0.05)
-    try: yield f'http://127.0.0.1:{port}'
-    finally:
-        server.should_exit = True
-        th.join(timeout=30)
-
-
 @pytest.fixture(scope='module')
 def served(cluster, tmp_path_factory):
     "(API URL, store, Ray runner): the REST app with a `RayTaskRunner` on the local cluster, the embedded database."
@@ -82,7 +66,7 @@ def served(cluster, tmp_path_factory):
     runner = RayTaskRunner(store, address=cluster, num_cpus=1, tracker=Tracker(s, mode='disabled'),
                            stop_poll_s=0.2)
     try:
-        with _uvicorn(create_app(store=store, runner=runner, settings=s)) as url:
+        with live(create_app(store=store, runner=runner, settings=s)) as url:
             yield url, store, runner
     finally:
         runner.shutdown(wait=True, timeout=60)
