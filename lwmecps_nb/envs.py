@@ -19,9 +19,9 @@ from .cluster import (BatchedSimulator, ClusterBackend, ClusterParams, ClusterSp
                                 Node, SimulatedCluster)
 
 # %% auto #0
-__all__ = ['BACKENDS', 'ENV_ID', 'DEFAULT_EPISODE_STEPS', 'EPISODE_METRICS', 'observation_size', 'observe', 'reward_terms',
-           'reward_weights', 'check_action', 'register_backend', 'KubeMECEnv', 'register_envs', 'KubeMECVectorEnv',
-           'BackendVectorEnv', 'EpisodeStats', 'make_lwmecps_v3']
+__all__ = ['BACKENDS', 'ENV_ID', 'DEFAULT_EPISODE_STEPS', 'SEQUENTIAL_ENV_ID', 'SEQUENTIAL_EPISODE_STEPS', 'EPISODE_METRICS',
+           'observation_size', 'observe', 'reward_terms', 'reward_weights', 'check_action', 'register_backend',
+           'KubeMECEnv', 'register_envs', 'KubeMECVectorEnv', 'BackendVectorEnv', 'EpisodeStats', 'make_lwmecps_v3']
 
 # %% ../nbs/02_envs.ipynb #eea38ce1
 def observation_size(spec:ClusterSpec) -> int:
@@ -198,12 +198,18 @@ def close(self:KubeMECEnv): self.backend.close()
 # %% ../nbs/02_envs.ipynb #c3ff7895
 ENV_ID = 'lwmecps_nb/KubeMEC-v0'
 DEFAULT_EPISODE_STEPS = 96
+SEQUENTIAL_ENV_ID = 'lwmecps_nb/KubeMEC-v1'  # the sequential simulator (module `sequential`)
+SEQUENTIAL_EPISODE_STEPS = 240  # four hours of one-minute decisions
 
 def register_envs():
-    "Register `lwmecps_nb/KubeMEC-v0` (with its native vector form) and the compatible `lwmecps-v3` (idempotent)."
+    "Register `lwmecps_nb/KubeMEC-v0` and `-v1` (with their native vector forms) and `lwmecps-v3` (idempotent)."
     if ENV_ID not in gym.registry:
         gym.register(ENV_ID, entry_point='lwmecps_nb.envs:KubeMECEnv', max_episode_steps=DEFAULT_EPISODE_STEPS,
                      vector_entry_point='lwmecps_nb.envs:KubeMECVectorEnv')
+    if SEQUENTIAL_ENV_ID not in gym.registry:
+        gym.register(SEQUENTIAL_ENV_ID, entry_point='lwmecps_nb.sequential:KubeMECSequentialEnv',
+                     max_episode_steps=SEQUENTIAL_EPISODE_STEPS,
+                     vector_entry_point='lwmecps_nb.sequential:KubeMECSequentialVectorEnv')
     if 'lwmecps-v3' not in gym.registry:
         gym.register('lwmecps-v3', entry_point='lwmecps_nb.envs:make_lwmecps_v3',
                      max_episode_steps=DEFAULT_EPISODE_STEPS)
@@ -234,6 +240,12 @@ class KubeMECVectorEnv(VectorEnv):
         if spec is not None: specs = ClusterSpec.from_dict(spec) if isinstance(spec, dict) else spec
         specs = ClusterSpec() if specs is None else specs
         self.sim = BatchedSimulator(specs, num_clusters=num_envs, step_seconds=step_seconds, start=start)
+        self.specs = self.sim.specs
+        self._setup(max_episode_steps, autoreset_mode, reward_weights(latency_weight, sla_weight, replica_cost),
+                    observation_size(self.specs[0]))
+
+    def _setup(self, max_episode_steps, autoreset_mode, weights:dict, obs_size:int):
+        "Spaces and counters around `self.sim` (shared with the KubeMEC-v1 vector environment)."
         if autoreset_mode not in _AUTORESET_MODES:
             raise ValueError(f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}")
         if not (isinstance(max_episode_steps, (int, np.integer)) and max_episode_steps > 0):
@@ -241,11 +253,11 @@ class KubeMECVectorEnv(VectorEnv):
         self.metadata = {**self.metadata, 'autoreset_mode': _AUTORESET_MODES[autoreset_mode]}
         self.specs, self.num_envs, self.max_episode_steps = self.sim.specs, self.sim.B, int(max_episode_steps)
         self.step_seconds = self.sim.step_seconds
-        self.weights = reward_weights(latency_weight, sla_weight, replica_cost)
+        self.weights = weights
         s = self.specs[0]
         self.D, self.N, self.max_pods = s.n_deployments, s.n_nodes, s.max_pods
         self.single_action_space = spaces.MultiDiscrete(np.full(self.D * self.N, self.max_pods + 1, dtype=np.int64))
-        self.single_observation_space = spaces.Box(0., 1., (observation_size(s),), np.float32)
+        self.single_observation_space = spaces.Box(0., 1., (obs_size,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.threshold = self.sim.params.threshold[:, 0, 0]
