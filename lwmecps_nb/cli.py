@@ -317,6 +317,19 @@ def _bench_meta_rl(args) -> int:
                         progress=not args.json)
     return _print_result(args, res, format_meta_rl_bench)
 
+def _bench_sequential(args) -> int:
+    from lwmecps_nb.bench import bench_sequential, format_sequential
+    kw = dict(episodes=64, eval_episodes=2, minutes=60) if args.quick else dict(episodes=args.episodes)
+    res = bench_sequential(_seeds(args), workers=args.workers, **kw)
+    return _print_result(args, res, format_sequential)
+
+def _bench_compare(args) -> int:
+    from lwmecps_nb.bench import compare_learners, format_compare
+    res = compare_learners(_seeds(args), budget='quick' if args.quick else 'full', workers=args.workers,
+                           progress=not args.json)
+    res.pop('runs')  # per-task arrays: in the library result, not in the printed one
+    return _print_result(args, res, format_compare)
+
 QUICK_BENCH_API = dict(clients=4, requests_per_client=3, train_episodes=8, env_config='tiny', num_envs=2, rounds=1)
 
 def _bench_api(args) -> int:
@@ -488,8 +501,9 @@ def _add_meta_parsers(sub):
 
 # %% ../nbs/17_cli.ipynb #e05d965e
 def _add_bench_parsers(sub):
-    "bench env, ppo, meta, meta-rl and api."
-    b = sub.add_parser('bench', help='measure performance: env, ppo, meta, meta-rl, api (see bench TARGET --help)',
+    "bench env, ppo, meta, meta-rl, compare and api."
+    b = sub.add_parser('bench', help='measure performance: env, ppo, meta, meta-rl, compare, api '
+                                     '(see bench TARGET --help)',
                        description='Measure performance; each target has its own options '
                                    '(lwmecps-nb bench TARGET --help).')
     targets = b.add_subparsers(dest='target', metavar='TARGET', required=True)
@@ -521,6 +535,19 @@ def _add_bench_parsers(sub):
     for t in (p, m, r): t.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
     for t in (m, r):
         t.add_argument('--seeds', help='comma-separated training seeds (default: --seed); the targets use their mean')
+    q = target('sequential', 'PPO on KubeMEC-v1 against the Kubernetes HPA (15 s sync), Holt forecasting, greedy and '
+               'an MPC oracle on the same episodes', _bench_sequential)
+    q.add_argument('--episodes', type=int, default=6000, help="PPO's budget per training seed (default 6000)")
+    q.add_argument('--quick', action='store_true', help='64 PPO episodes, 2 evaluation episodes of an hour')
+    q.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
+    q.add_argument('--seeds', help='comma-separated training seeds (default: --seed)')
+    q.add_argument('--workers', type=int, default=1, help='processes for the seeds (default 1)')
+    c = target('compare', 'transfer, MAML, FOMAML and implicit FOMAML on the same KubeMEC-v1 tasks and budget: the '
+               "product document's comparison table, measured", _bench_compare)
+    c.add_argument('--quick', action='store_true', help='every part at a smoke-test size (about a minute)')
+    c.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
+    c.add_argument('--seeds', help='comma-separated training seeds (default: --seed)')
+    c.add_argument('--workers', type=int, default=1, help='processes for the seeds (default 1)')
     a = target('api', 'the REST server: create and get latency under concurrent clients, PPO through the server '
                'against direct', _bench_api)
     a.add_argument('--quick', action='store_true', help='4 clients x 3 requests, 8 episodes on tiny (a smoke test)')

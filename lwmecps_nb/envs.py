@@ -5,6 +5,7 @@
 # %% ../nbs/02_envs.ipynb #f3726ebf
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import gymnasium as gym
@@ -206,6 +207,8 @@ def register_envs():
     if ENV_ID not in gym.registry:
         gym.register(ENV_ID, entry_point='lwmecps_nb.envs:KubeMECEnv', max_episode_steps=DEFAULT_EPISODE_STEPS,
                      vector_entry_point='lwmecps_nb.envs:KubeMECVectorEnv')
+    # v1 is a second simulator beside v0, not its successor: silence Gymnasium's "v0 is out of date" for ours only
+    warnings.filterwarnings('ignore', message=r'.*lwmecps_nb/KubeMEC-v0 is out of date')
     if SEQUENTIAL_ENV_ID not in gym.registry:
         gym.register(SEQUENTIAL_ENV_ID, entry_point='lwmecps_nb.sequential:KubeMECSequentialEnv',
                      max_episode_steps=SEQUENTIAL_EPISODE_STEPS,
@@ -217,7 +220,7 @@ def register_envs():
 # %% ../nbs/02_envs.ipynb #d8239d70
 def _where(mask:np.ndarray, a:ClusterState, b:ClusterState) -> ClusterState:
     "Batched states taking cluster i from `a` where mask[i], else from `b`."
-    return ClusterState(**{k: np.where(mask.reshape((-1,) + (1,) * (v.ndim - 1)), getattr(a, k), v)
+    return type(b)(**{k: np.where(mask.reshape((-1,) + (1,) * (v.ndim - 1)), getattr(a, k), v)
                            for k, v in vars(b).items()})
 
 _AUTORESET_MODES = {'next_step': AutoresetMode.NEXT_STEP, 'same_step': AutoresetMode.SAME_STEP,

@@ -190,13 +190,14 @@ def policy_gradient_loss(model:nn.Module, ep:Episodes,
 
 # %% ../nbs/10_meta_rl.ipynb #bac285be
 class ClusterTaskSource:
-    "Cluster tasks from a `TaskDistribution`, all stepped together in one `KubeMECVectorEnv`."
+    "Cluster tasks from a `TaskDistribution` (or hidden-dynamics tasks), all stepped together in one vector env."
     def __init__(self, distribution:TaskDistribution|dict|str|None=None, # or its JSON (file); default the spec's
                  horizon:int=96, # decision windows per episode (96 x 15 min = one day)
                  **env_options, # passed to `KubeMECVectorEnv`: reward weights, step_seconds, start
                 ):
-        d = distribution
-        if not isinstance(d, TaskDistribution): d = TaskDistribution() if d is None else TaskDistribution.from_config(d)
+        d = distribution  # a TaskDistribution, or one with its `sample` and `held_out` (HiddenDynamicsDistribution)
+        if not (hasattr(d, 'sample') and hasattr(d, 'held_out')):
+            d = TaskDistribution() if d is None else TaskDistribution.from_config(d)
         self.distribution = d
         self.horizon, self.env_options = int(horizon), env_options
         self.rollout_defaults = dict(gamma=0.9, gae_lambda=0.95)  # PPO's, tuned on these clusters (06_ppo)
@@ -205,8 +206,8 @@ class ClusterTaskSource:
     def held_out(self) -> list: return self.distribution.held_out()
 
     def vector_env(self, tasks:Sequence, n:int, horizon:int) -> KubeMECVectorEnv:
-        specs = [spec_from_config(t)[0] for t in tasks for _ in range(n)]
-        return KubeMECVectorEnv(specs, max_episode_steps=horizon, **self.env_options)
+        "n environments per task (KubeMEC-v1 ones when the tasks carry dynamics)."
+        return make_vector_env([t for t in tasks for _ in range(n)], max_episode_steps=horizon, **self.env_options)
 
     def make_model(self, hidden:Sequence[int]=(64, 64)) -> ActorCritic:
         "An `ActorCritic` sized for this distribution's clusters."

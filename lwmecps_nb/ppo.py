@@ -19,7 +19,7 @@ from fastcore.basics import patch
 
 from .core import get_logger, seed_everything
 from .cluster import ClusterSpec
-from .envs import EpisodeStats, observation_size
+from .envs import EpisodeStats
 from .tasks import backend_of, make_vector_env, spec_from_config, ENV_OPTIONS
 from .policies import ActorCritic, TorchPolicy
 
@@ -150,7 +150,7 @@ class PPOTrainer:
         self.venv = make_vector_env(env_config, num_envs=None if many else c.num_envs, autoreset_mode='same_step')
         self.device = torch.device(c.device)
         self.model = (model or ActorCritic.for_env(self.venv, hidden=c.hidden)).to(self.device)
-        exp = (observation_size(self.venv.specs[0]), list(self.venv.single_action_space.nvec))
+        exp = (self.venv.single_observation_space.shape[0], list(self.venv.single_action_space.nvec))
         got = (self.model.obs_size, self.model.action_nvec)
         if got != (exp[0], [int(n) for n in exp[1]]):
             raise ValueError(f'model does not fit the environment: model has observation {got[0]} and action dims '

@@ -15,12 +15,15 @@ import numpy as np
 from fastcore.basics import patch
 
 from .cluster import ClusterSpec, LoadSpec, Node, LOAD_PATTERNS
-from .envs import ENV_ID, DEFAULT_EPISODE_STEPS, BackendVectorEnv, KubeMECVectorEnv
+from .envs import (ENV_ID, DEFAULT_EPISODE_STEPS, SEQUENTIAL_ENV_ID, SEQUENTIAL_EPISODE_STEPS, BackendVectorEnv,
+                             KubeMECVectorEnv)
+from .sequential import Dynamics, KubeMECSequentialVectorEnv
 
 # %% auto #0
 __all__ = ['PRESETS', 'FAMILIES', 'TRAFFIC_PATTERNS', 'DEFAULT_TASK_DISTRIBUTION', 'HELD_OUT_KEY', 'NODE_SCALE', 'REQUEST_SCALE',
-           'TASK_DISTRIBUTIONS', 'ENV_OPTIONS', 'preset', 'Task', 'TaskDistribution', 'spec_from_config', 'backend_of',
-           'make_env', 'make_vector_env']
+           'TASK_DISTRIBUTIONS', 'ENV_OPTIONS', 'ENV_IDS', 'HIDDEN_NODE_SPEED', 'HIDDEN_STARTUP_S', 'preset', 'Task',
+           'TaskDistribution', 'spec_from_config', 'backend_of', 'make_env', 'make_vector_env', 'hidden_dynamics_tasks',
+           'HiddenDynamicsDistribution']
 
 # %% ../nbs/04_tasks.ipynb #f70a37bd
 def _tiny():
@@ -45,10 +48,14 @@ class Task:
     name: str  # e.g. `load_balancing-7`
     family: str  # `kubernetes_scaling`, `load_balancing`, or `preset`
     spec: ClusterSpec  # the cluster and its load
+    dynamics: dict|None = None  # KubeMEC-v1 `Dynamics` (hidden node speeds, start-up delays); None: a KubeMEC-v0 task
 
-    def to_dict(self) -> dict: return dict(name=self.name, family=self.family, spec=self.spec.to_dict())
+    def to_dict(self) -> dict:
+        d = dict(name=self.name, family=self.family, spec=self.spec.to_dict())
+        return d if self.dynamics is None else {**d, 'dynamics': dict(self.dynamics)}
     @classmethod
-    def from_dict(cls, d:dict) -> Task: return cls(d['name'], d['family'], ClusterSpec.from_dict(d['spec']))
+    def from_dict(cls, d:dict) -> Task:
+        return cls(d['name'], d['family'], ClusterSpec.from_dict(d['spec']), d.get('dynamics'))
 
 FAMILIES = ('kubernetes_scaling', 'load_balancing')
 TRAFFIC_PATTERNS = LOAD_PATTERNS + ('mixed',)
@@ -191,12 +198,27 @@ TASK_DISTRIBUTIONS = {
 
 # %% ../nbs/04_tasks.ipynb #6c74e8d0
 ENV_OPTIONS = ('max_episode_steps', 'step_seconds', 'start', 'latency_weight', 'sla_weight', 'replica_cost',
-               'render_mode', 'backend', 'backend_options')
+               'render_mode', 'backend', 'backend_options', 'env_id', 'dynamics')
+ENV_IDS = (ENV_ID, SEQUENTIAL_ENV_ID)
+
+def _check_env_id(cfg:dict) -> dict:
+    "Validate `env_id` and what only KubeMEC-v1 takes (`dynamics`); return `cfg`."
+    env_id = cfg.get('env_id', ENV_ID)
+    if env_id not in ENV_IDS:
+        raise ValueError(f"env_config: env_id {env_id!r} is unknown; use one of {', '.join(ENV_IDS)}")
+    if env_id == ENV_ID and 'dynamics' in cfg:
+        raise ValueError(f'env_config: dynamics are for the sequential simulator; add "env_id": "{SEQUENTIAL_ENV_ID}"')
+    if env_id == SEQUENTIAL_ENV_ID:
+        if cfg.get('backend', 'simulator') != 'simulator':
+            raise ValueError(f'env_config: {SEQUENTIAL_ENV_ID} runs on its own simulator; remove "backend"')
+        if cfg.get('render_mode') is not None: raise ValueError(f'env_config: {SEQUENTIAL_ENV_ID} does not render')
+        Dynamics.from_dict(cfg.get('dynamics'))  # names the field it refuses
+    return cfg
 
 def spec_from_config(env_config:dict|str|Task|ClusterSpec) -> tuple[ClusterSpec, dict]:
     "Split an `env_config` into its `ClusterSpec` and the environment options."
     if isinstance(env_config, str): env_config = {'cluster': env_config}
-    if isinstance(env_config, Task): return env_config.spec, {}
+    if isinstance(env_config, Task): return env_config.spec, _task_options(env_config)
     if isinstance(env_config, ClusterSpec): return env_config, {}
     if not isinstance(env_config, dict):
         raise ValueError('env_config must be a dict, a preset name, a Task or a ClusterSpec; '
@@ -216,12 +238,18 @@ def spec_from_config(env_config:dict|str|Task|ClusterSpec) -> tuple[ClusterSpec,
     src = sources[0] if sources else None
     if src == 'cluster': spec = preset(cfg.pop('cluster'))
     elif src == 'task':
-        t = cfg.pop('task'); spec = t.spec if isinstance(t, Task) else Task.from_dict(t).spec
+        t = cfg.pop('task'); t = t if isinstance(t, Task) else Task.from_dict(t)
+        spec, cfg = t.spec, {**_task_options(t), **cfg}
     elif src == 'spec':
         s = cfg.pop('spec'); spec = s if isinstance(s, ClusterSpec) else ClusterSpec.from_dict(s)
     else: spec = preset('cluster-a')
-    return spec, cfg
+    return spec, _check_env_id(cfg)
 
+def _task_options(t:Task) -> dict:
+    "A KubeMEC-v1 task's environment options: its env_id and dynamics."
+    return {} if t.dynamics is None else {'env_id': SEQUENTIAL_ENV_ID, 'dynamics': dict(t.dynamics)}
+
+# %% ../nbs/04_tasks.ipynb #75152449
 def backend_of(env_config) -> str:
     "The backend an env_config names: 'simulator' unless it says otherwise (a list of them: the simulator)."
     if isinstance(env_config, dict): return env_config.get('backend') or 'simulator'
@@ -230,11 +258,15 @@ def backend_of(env_config) -> str:
 def make_env(env_config:dict|str|Task|ClusterSpec|None=None, # preset name, task, spec, or a dict of them with options
              **overrides, # environment options that take precedence over `env_config`'s
             ) -> gym.Env:
-    "A `lwmecps_nb/KubeMEC-v0` environment (with its `TimeLimit`) from a preset, task or spec."
+    "A `lwmecps_nb/KubeMEC-v0` (or `-v1` when `env_id` says so) environment with its `TimeLimit`."
     spec, opts = spec_from_config(env_config if env_config is not None else 'cluster-a')
-    opts.update(overrides)
+    opts = _check_env_id({**opts, **overrides})
     bad = set(opts) - set(ENV_OPTIONS)
     if bad: raise ValueError(f'unknown environment option(s) {sorted(bad)}; known: {", ".join(ENV_OPTIONS)}')
+    env_id = opts.pop('env_id', ENV_ID)
+    if env_id == SEQUENTIAL_ENV_ID:  # the load is drawn for the whole episode
+        steps = opts.pop('max_episode_steps', SEQUENTIAL_EPISODE_STEPS)
+        return gym.make(env_id, spec=spec, max_episode_steps=steps, episode_steps=steps, **opts)
     steps = opts.pop('max_episode_steps', DEFAULT_EPISODE_STEPS)
     return gym.make(ENV_ID, spec=spec, max_episode_steps=steps, **opts)
 
@@ -242,15 +274,20 @@ def make_vector_env(env_configs:Sequence|dict|str|Task|ClusterSpec, # one config
                     num_envs:int|None=None, # copies when a single config is given
                     **overrides, # environment options for all
                    ) -> KubeMECVectorEnv:
-    "The native batched environment over one or many tasks."
+    "The native batched environment over one or many tasks (KubeMEC-v1 tasks may differ in their dynamics)."
     many = isinstance(env_configs, (list, tuple))
     pairs = [spec_from_config(c) for c in (env_configs if many else [env_configs])]
-    opts = {**pairs[0][1], **overrides}
+    dynamics = [p[1].pop('dynamics', None) for p in pairs]
+    opts = _check_env_id({**pairs[0][1], **overrides})
     if any(p[1] != pairs[0][1] for p in pairs):
         raise ValueError('env_configs: all environments of a vector env must share their options')
     specs = [p[0] for p in pairs]
     if opts.pop('render_mode', None) is not None:
         raise ValueError('render_mode is not supported by the vector environment')
+    if opts.pop('env_id', ENV_ID) == SEQUENTIAL_ENV_ID:
+        dynamics = [opts.pop('dynamics', d) for d in dynamics]
+        if not many and num_envs: specs, dynamics = specs * num_envs, dynamics * num_envs
+        return KubeMECSequentialVectorEnv(specs, dynamics=dynamics, **opts)
     backend, backend_options = opts.pop('backend', None), opts.pop('backend_options', None)
     if backend not in (None, 'simulator'):  # one cluster: stepped one window at a time
         if len(specs) > 1 or (num_envs or 1) > 1:
@@ -259,3 +296,51 @@ def make_vector_env(env_configs:Sequence|dict|str|Task|ClusterSpec, # one config
         return BackendVectorEnv(specs[0], backend=backend, backend_options=backend_options, **opts)
     if not many and num_envs: specs = specs * num_envs
     return KubeMECVectorEnv(specs, **opts)
+
+# %% ../nbs/04_tasks.ipynb #1344aec8
+HIDDEN_NODE_SPEED = (0.6, 1.4)  # a hidden-dynamics task's node speeds: U(HIDDEN_NODE_SPEED) per node
+HIDDEN_STARTUP_S = (15.0, 120.0)  # and its start-up delays, seconds, U(HIDDEN_STARTUP_S) per node
+
+def hidden_dynamics_tasks(n:int, # number of tasks
+                          seed:int|None=None, # same seed, same tasks
+                          base:str|ClusterSpec='cluster-a', # the cluster (and load) every task shares
+                          held_out:bool=False, # draw from the held-out stream (never what `seed`s give)
+                          node_speed:tuple=HIDDEN_NODE_SPEED, # range of each node's service speed
+                          startup_s:tuple=HIDDEN_STARTUP_S, # range of each node's start-up delay
+                          **dynamics, # other `Dynamics` fields, shared by every task
+                         ) -> list[Task]:
+    "KubeMEC-v1 tasks that differ only in what the agent cannot observe: each node's speed and start-up delay."
+    if not (isinstance(n, (int, np.integer)) and n > 0): raise ValueError(f'n must be a positive integer, got {n!r}')
+    spec = preset(base) if isinstance(base, str) else base
+    key = np.random.SeedSequence(HELD_OUT_KEY, spawn_key=(2,)) if held_out else np.random.SeedSequence(seed)
+    rng, N = np.random.default_rng(key), spec.n_nodes
+    out = []
+    for i in range(n):
+        speeds, starts = rng.uniform(*node_speed, N).round(3), (rng.uniform(*startup_s, N) / 15).round() * 15
+        d = Dynamics(node_speed=tuple(speeds), startup_s=tuple(np.maximum(starts, 15.)), **dynamics)
+        name = f"{'held-out' if held_out else 'hidden'}-{'' if seed is None or held_out else f's{seed}-'}{i}"
+        out.append(Task(name, 'hidden_dynamics', replace(spec, name=name), d.to_dict()))
+    return out
+
+# %% ../nbs/04_tasks.ipynb #c96e410c
+class HiddenDynamicsDistribution:
+    "`hidden_dynamics_tasks` as a task distribution (`sample`, `held_out`), for meta-learners and multi-task PPO."
+    families = ('hidden_dynamics',)
+    def __init__(self, base:str|ClusterSpec='cluster-a', # the cluster (and load) every task shares
+                 n_held_out:int=8, # size of the fixed held-out set
+                 node_speed:tuple=HIDDEN_NODE_SPEED, startup_s:tuple=HIDDEN_STARTUP_S, # ranges per node
+                 **dynamics, # other `Dynamics` fields, shared by every task
+                ):
+        self.base = preset(base) if isinstance(base, str) else base
+        self.n_held_out, self.options = n_held_out, dict(node_speed=tuple(node_speed), startup_s=tuple(startup_s),
+                                                          **dynamics)
+        Dynamics(**{**dynamics, 'node_speed': node_speed[0], 'startup_s': startup_s[0]})  # names a bad field
+        self.config = {'hidden_dynamics': {'base': self.base.name, **self.options}}
+
+    def sample(self, n:int, seed:int|None=None) -> list[Task]:
+        "Draw `n` training tasks."
+        return hidden_dynamics_tasks(n, seed, self.base, **self.options)
+    def held_out(self) -> list[Task]:
+        "The fixed held-out tasks."
+        return hidden_dynamics_tasks(self.n_held_out, base=self.base, held_out=True, **self.options)
+    def __repr__(self): return f'HiddenDynamicsDistribution({self.config})'

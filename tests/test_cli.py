@@ -39,10 +39,10 @@ def test_control_is_listed_and_runs_or_says_why_not():
 def test_each_bench_target_has_its_own_parser():
     r = run('bench', '--help')
     assert r.returncode == 0
-    for target in ('env', 'ppo', 'meta', 'meta-rl', 'api'):
+    for target in ('env', 'ppo', 'meta', 'meta-rl', 'compare', 'api'):
         assert target in r.stdout
     own = {'env': '--seconds', 'ppo': '--eval-episodes', 'meta': '--iterations', 'meta-rl': '--warm-start-fraction',
-           'api': '--clients'}
+           'compare': '--workers', 'api': '--clients'}
     for target, option in own.items():
         h = run('bench', target, '--help')
         assert h.returncode == 0 and option in h.stdout, (target, h.stdout)
@@ -102,7 +102,8 @@ def test_bench_env_json():
     r = run('bench', 'env', '--json', '--quick')
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    for k in ('single_env_steps_per_s', 'batched_B1_steps_per_s', 'batched_B64_steps_per_s', 'batched_B1024_steps_per_s'):
+    for k in ('single_env_steps_per_s', 'batched_B1_steps_per_s', 'batched_B64_steps_per_s', 'batched_B1024_steps_per_s',
+              'sequential_B1_steps_per_s', 'sequential_B1024_steps_per_s'):
         assert res[k] > 0
     assert set(res['ratios_vs_single_env']) == {'B1', 'B64', 'B1024'}
     assert isinstance(res['meets_targets'], bool)
@@ -238,6 +239,20 @@ def test_bench_meta_rl_quick_reports_every_method():
     # second order keeps the inner graph: more memory saved for backward than first order
     assert res['per_iteration']['maml']['peak_saved_bytes'] > res['per_iteration']['fomaml']['peak_saved_bytes']
     assert {'scratch', 'hpa', 'random'} == set(res['references'])
+
+
+def test_bench_compare_quick_measures_every_learner_on_one_budget():
+    r = run('bench', 'compare', '--quick', '--json', timeout=900)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert set(res['rows']) == {'transfer', 'maml', 'fomaml', 'implicit_fomaml'} and 'hidden_dynamics' in res['task_family']
+    budgets = {row['budget_episodes'] for row in res['rows'].values()}
+    assert len(budgets) == 1  # every learner trains on the same number of episodes
+    for name, row in res['rows'].items():
+        assert len(row['curve']) == res['budget']['test_steps'] + 1 and -1 <= row['adaptation_accuracy'][0] <= 1, name
+    # second order keeps the inner graph: more memory saved for backward than first order
+    assert res['rows']['maml']['per_iteration']['peak_saved_bytes'] > res['rows']['fomaml']['per_iteration']['peak_saved_bytes']
+    assert res['claims']['implicit_fomaml'] == ['medium', 'very high', 'medium']
 
 
 def test_db_command_starts_reports_and_stops_the_embedded_server(tmp_path):
