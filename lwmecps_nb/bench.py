@@ -504,9 +504,9 @@ def _source_model_of(source):
 DOCUMENT_CLAIMS = {  # the product document's comparison table: learning speed, adaptation accuracy, compute cost
     'transfer': ('fast', 'high', 'low'), 'maml': ('slow', 'very high', 'high'),
     'fomaml': ('medium', 'high', 'medium'), 'implicit_fomaml': ('medium', 'very high', 'medium')}
-COMPARE_BUDGETS = {  # `compare_learners`: the measured run (about an hour on two cores) and `--quick`
-    'full': dict(iterations=60, meta_batch_size=6, trajectories=10, test_steps=3, n_held_out=8, horizon=60,
-                 scratch_episodes=100, multitask_tasks=16, n_validation=4),
+COMPARE_BUDGETS = {  # `compare_learners`: the measured run (about 20 minutes per seed on a core) and `--quick`
+    'full': dict(iterations=40, meta_batch_size=6, trajectories=8, test_steps=3, n_held_out=8, horizon=60,
+                 scratch_episodes=64, multitask_tasks=12, n_validation=4),
     'quick': dict(iterations=3, meta_batch_size=2, trajectories=2, test_steps=1, n_held_out=2, horizon=20,
                   scratch_episodes=8, multitask_tasks=2, n_validation=2)}
 
