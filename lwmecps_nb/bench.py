@@ -290,10 +290,11 @@ def _multitask_ppo(dist:TaskDistribution, n_tasks:int, episodes:int, warm_start_
 
 # %% ../nbs/16_bench.ipynb #8cf98432
 def _algorithm_options(algorithm_options:dict|None, inner_lr:float, adaptation_steps:int) -> dict:
-    "Per-algorithm `MetaLearner` options; implicit_fomaml's `imaml_lambda` defaults to 1 / (inner_lr x inner steps)."
+    "Per-algorithm `MetaLearner` options; implicit_fomaml: `imaml_lambda` 1 / (inner_lr x inner steps), CG bounded."
     opts = {k: dict(v) for k, v in (algorithm_options or {}).items()}
     implicit = opts.setdefault('implicit_fomaml', {})
     implicit.setdefault('imaml_lambda', 1 / (inner_lr * implicit.get('adaptation_steps', adaptation_steps)))
+    implicit.setdefault('cg_trust_ratio', 1.0)  # |implicit gradient| <= |query gradient|: CG lengthens it on RL losses
     return opts
 
 def _meta_run(source, algo:str, iterations:int, opts:dict, meta_kw:dict, model=None):
@@ -660,7 +661,8 @@ def navigation_benchmark(algorithms:Sequence[str]=('maml', 'fomaml', 'implicit_f
         torch.manual_seed(seed); model = nav.make_model(init_log_std=init_log_std)
         train = lambda cb, model=model: meta_train_rl(
             nav, algo, iterations=iterations, inner_lr=inner_lr, outer_lr=outer_lr, meta_batch_size=meta_batch_size,
-            cfg=cfg, model=model, seed=seed, callback=cb, progress=progress)
+            cfg=cfg, model=model, seed=seed, callback=cb, progress=progress,
+            **({'imaml_lambda': 1 / inner_lr, 'cg_trust_ratio': 1.0} if algo == 'implicit_fomaml' else {}))
         res, info = _train_keeping_best(train, lambda model=model: val_return(model), eval_every, model, iterations)
         per_iteration = float(np.median([h['step_time_s'] for h in res.history]))
         finish(algo, model, meta_grid, {**info, 's_per_iteration': per_iteration})

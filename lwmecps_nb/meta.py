@@ -120,6 +120,25 @@ def _inner_gradient(task, model, fast, theta, lam, clip, i, s):
     if lam is not None: g = [gi + lam * (p.detach() - t.detach()) for gi, p, t in zip(g, fast, theta)]
     return _clip_(g, clip)
 
+def _inner_objective(task, model, fast, theta, lam) -> float:
+    "The inner problem's objective, without a graph: the support loss, plus lam/2 |phi - theta|^2 when `lam` is set."
+    with torch.no_grad():
+        f = task.support_loss(model)
+        if lam is not None: f = f + 0.5 * lam * sum(((p - t) ** 2).sum() for p, t in zip(fast, theta))
+    return float(f)
+
+def _backtracking_step_(task, model, fast, theta, lam, g, lr, halvings:int, before:float) -> float:
+    "`fast` -= a g in place with a = lr / 2^k, the first k <= `halvings` that lowers the objective (else no step)."
+    start = [p.detach().clone() for p in fast]
+    for k in range(halvings + 1):
+        with torch.no_grad():
+            for p, p0, gi in zip(fast, start, g): p.copy_(p0 - (lr / 2 ** k) * gi)
+        after = _inner_objective(task, model, fast, theta, lam)
+        if after < before: return after  # a non-finite objective is never lower: the step is halved
+    with torch.no_grad():
+        for p, p0 in zip(fast, start): p.copy_(p0)
+    return before
+
 def differentiable_sgd(task, slots:ParameterSlots, lr:float, steps:int, clip:float|None=None, task_index:int=0) -> list:
     "MAML's inner loop: `steps` SGD steps from theta in `slots`, each kept differentiable (a function of theta)."
     fast = list(slots.params)
@@ -144,29 +163,45 @@ def higher_adapt(task, model:nn.Module, lr:float, steps:int, optimizer:type=torc
     trainable = [p.requires_grad for p in model.parameters()]
     return fmodel, [f for f, t in zip(fmodel.fast_params, trainable) if t]
 
+# %% ../nbs/09_meta.ipynb #8d3f1a6b
 def graph_free_sgd(task, slots:ParameterSlots, lr:float, steps:int, clip:float|None=None,
                    proximal:float|None=None, # iMAML's lambda: pull towards theta
-                   task_index:int=0) -> list:
+                   task_index:int=0,
+                   backtracking:int=0, # halve a step up to this many times until it lowers the inner objective
+                  ) -> list:
     "The first-order inner loop: SGD on detached copies of theta in `slots`, without a graph."
     fast = [p.detach().clone().requires_grad_() for p in slots.params]
     with slots.holding(fast):
+        value = _inner_objective(task, slots.model, fast, slots.params, proximal) if backtracking else None
         for s in range(steps):
             g = _inner_gradient(task, slots.model, fast, slots.params, proximal, clip, task_index, s)
-            with torch.no_grad(): torch._foreach_add_(fast, g, alpha=-lr)
+            if backtracking:
+                value = _backtracking_step_(task, slots.model, fast, slots.params, proximal, g, lr, backtracking, value)
+            else:
+                with torch.no_grad(): torch._foreach_add_(fast, g, alpha=-lr)
     return fast
 
 def optimizer_adapt(task, model:nn.Module, lr:float, steps:int, optimizer:type=torch.optim.SGD,
                     clip:float|None=None, proximal:float|None=None, task_index:int=0,
                     on_step:Callable[[int, nn.Module], None]|None=None, # gets (step, the copy) after every step
+                    backtracking:int=0, # halve a step up to this many times until it lowers the objective (SGD only)
                    ) -> tuple[nn.Module, list]:
     "The first-order inner loop with any optimiser, on a deep copy of `model`: the copy and its trainable parameters."
+    if backtracking and optimizer is not torch.optim.SGD:
+        name = getattr(optimizer, '__name__', optimizer)
+        raise ValueError(f'backtracking needs plain SGD steps, got optimizer={name}; '
+                         'use torch.optim.SGD or backtracking=0')
     fast = copy.deepcopy(model)
     fparams = [p for p in fast.parameters() if p.requires_grad]
     theta = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer(fparams, lr=lr)
+    value = _inner_objective(task, fast, fparams, theta, proximal) if backtracking else None
     for s in range(steps):
-        for p, g in zip(fparams, _inner_gradient(task, fast, fparams, theta, proximal, clip, task_index, s)): p.grad = g
-        opt.step()
+        g = _inner_gradient(task, fast, fparams, theta, proximal, clip, task_index, s)
+        if backtracking: value = _backtracking_step_(task, fast, fparams, theta, proximal, g, lr, backtracking, value)
+        else:
+            for p, gi in zip(fparams, g): p.grad = gi
+            opt.step()
         if on_step is not None: on_step(s + 1, fast)
     return fast, fparams
 
@@ -203,6 +238,7 @@ def conjugate_gradient(matvec:Callable[[list], list], # x -> A x, for a symmetri
                        damping:float=0.0, # delta: solve (A + delta I) x = b
                        residual_tol:float=1e-20, # stop once the squared residual norm is this small
                        curvature_tol:float=1e-12, # non-positive curvature: p'(A + delta I)p <= this x |p|^2
+                       max_norm:float|None=None, # trust region: stop on |x| = max_norm, never beyond (None: no bound)
                       ) -> list[torch.Tensor]:
     "Solve (A + damping I) x = b by conjugate gradient on `matvec`; see above for negative curvature."
     x = [torch.zeros_like(t) for t in b]; r = [t.clone() for t in b]; p = [t.clone() for t in r]
@@ -212,10 +248,15 @@ def conjugate_gradient(matvec:Callable[[list], list], # x -> A x, for a symmetri
         Ap = [a + damping * pi for a, pi in zip(matvec(p), p)]
         pAp = _dot(p, Ap)
         if pAp <= curvature_tol * _dot(p, p):  # the system is indefinite here
-            if k == 0: x = [t.clone() for t in b]  # no CG step is safe: b itself
+            if k == 0: x = _clip_([t.clone() for t in b], max_norm)  # no CG step is safe: b itself
             break
         a = rs / pAp
-        x = [xi + a * pi for xi, pi in zip(x, p)]
+        x_next = [xi + a * pi for xi, pi in zip(x, p)]
+        if max_norm is not None and _dot(x_next, x_next) > max_norm ** 2:  # to the boundary along p, and stop
+            xp, pp, room = _dot(x, p), _dot(p, p), max_norm ** 2 - _dot(x, x)
+            tau = (-xp + torch.sqrt(xp ** 2 + pp * room)) / pp
+            return [xi + tau * pi for xi, pi in zip(x, p)]
+        x = x_next
         r = [ri - a * api for ri, api in zip(r, Ap)]
         rs_new = _dot(r, r)
         p = [ri + (rs_new / rs) * pi for ri, pi in zip(r, p)]
@@ -231,6 +272,7 @@ def implicit_meta_gradient(task, # a `MetaTask` after its (proximal) inner loop
                            cg_damping:float=0.0, # added to the diagonal of I + H / lambda
                            n_tasks:int=1, # B: the result is the solution / B
                            task_index:int=0, # names the task in an error message
+                           trust_ratio:float|None=None, # |solution| <= this x |query gradient| (None: no bound)
                           ) -> tuple[torch.Tensor, list]:
     "iMAML: the query loss and the solution of (I + H / lam) x = (query gradient), H the support Hessian at `fast`."
     q = task.query_loss(adapted)
@@ -240,13 +282,15 @@ def implicit_meta_gradient(task, # a `MetaTask` after its (proximal) inner loop
     def matvec(v):  # (I + H / lambda) v
         hv = _or_zeros(torch.autograd.grad(g_support, fast, grad_outputs=v, retain_graph=True, allow_unused=True), v)
         return [vi + h / lam for vi, h in zip(v, hv)]
-    x = conjugate_gradient(matvec, g_query, cg_steps, cg_damping)
+    bound = None if trust_ratio is None else trust_ratio * float(torch.sqrt(_dot(g_query, g_query)))
+    x = conjugate_gradient(matvec, g_query, cg_steps, cg_damping, max_norm=bound)
     return q.detach(), [xi.detach() / n_tasks for xi in x]
 
 # %% ../nbs/09_meta.ipynb #9ba1799d
 META_ALGORITHMS = ('maml', 'fomaml', 'implicit_fomaml')
 
-def _check_settings(algorithm, positive:dict, counts:dict, inner_grad_clip, cg_damping, inner_loop, inner_optimizer):
+def _check_settings(algorithm, positive:dict, counts:dict, inner_grad_clip, cg_damping, inner_loop, inner_optimizer,
+                    inner_backtracking=None, cg_trust_ratio=None):
     "Raise `ValueError` naming the first setting a `MetaLearner` cannot run with."
     if algorithm not in META_ALGORITHMS:
         raise ValueError(f"meta_algorithm {algorithm!r} is unknown; use one of {', '.join(META_ALGORITHMS)}")
@@ -265,6 +309,18 @@ def _check_settings(algorithm, positive:dict, counts:dict, inner_grad_clip, cg_d
         name = getattr(inner_optimizer, '__name__', inner_optimizer)
         raise ValueError(f"inner_loop='native' supports plain SGD only, got inner_optimizer={name}; "
                          "use inner_loop='higher'")
+    if cg_trust_ratio is not None and not (isinstance(cg_trust_ratio, (int, float)) and 0 < cg_trust_ratio < math.inf):
+        raise ValueError(f'cg_trust_ratio must be positive and finite, or None for no bound; got {cg_trust_ratio!r}')
+    if inner_backtracking is None: return
+    if not (isinstance(inner_backtracking, (int, np.integer)) and not isinstance(inner_backtracking, bool)
+            and 0 <= inner_backtracking <= 60):
+        raise ValueError(f'inner_backtracking must be an integer in 0..60 or None, got {inner_backtracking!r}')
+    if inner_backtracking and algorithm == 'maml':
+        raise ValueError('inner_backtracking is for the first-order inner loops (fomaml, implicit_fomaml); '
+                         'maml differentiates through its SGD steps: use inner_backtracking=0 or None')
+    if inner_backtracking and inner_optimizer is not torch.optim.SGD:
+        raise ValueError('inner_backtracking halves plain SGD steps; use inner_optimizer=torch.optim.SGD '
+                         'or inner_backtracking=0')
 
 # %% ../nbs/09_meta.ipynb #3549202e
 class MetaLearner:
@@ -284,12 +340,17 @@ class MetaLearner:
                  track_pre_adaptation:bool=True, # also measure the unadapted query loss (one extra forward per task)
                  track_accuracy:bool=True, # call the tasks' `accuracy` (when they have one) on each adapted model
                  inner_loop:str='auto', # `native` (SGD in the module's parameter slots), `higher` or `auto`
+                 inner_backtracking:int|None=None, # inner SGD step halvings (None: 8 for implicit_fomaml + SGD, else 0)
+                 cg_trust_ratio:float|None=None, # iMAML: |task meta-gradient| <= this x |query gradient| (None: off)
                 ):
         if use_implicit_gradients: algorithm = 'implicit_fomaml'
         _check_settings(algorithm, dict(inner_lr=inner_lr, outer_lr=outer_lr, imaml_lambda=imaml_lambda),
                         dict(adaptation_steps=adaptation_steps, meta_batch_size=meta_batch_size, cg_steps=cg_steps),
-                        inner_grad_clip, cg_damping, inner_loop, inner_optimizer)
+                        inner_grad_clip, cg_damping, inner_loop, inner_optimizer, inner_backtracking,
+                        cg_trust_ratio)
         sgd = inner_optimizer is torch.optim.SGD
+        if inner_backtracking is None: inner_backtracking = 8 if algorithm == 'implicit_fomaml' and sgd else 0
+        self.inner_backtracking, self.cg_trust_ratio = int(inner_backtracking), cg_trust_ratio
         self.inner_loop = inner_loop if inner_loop != 'auto' else ('native' if sgd else 'higher')
         self.model, self.algorithm = model, algorithm
         self.inner_lr, self.outer_lr = inner_lr, outer_lr
@@ -316,8 +377,9 @@ def _adapt_task(self:MetaLearner, task, i:int, steps:int) -> tuple[nn.Module|Non
     if self.algorithm == 'maml' and self.inner_loop == 'native':
         return None, differentiable_sgd(task, self.slots, lr, steps, clip, i)
     if self.algorithm == 'maml': return higher_adapt(task, self.model, lr, steps, self.inner_optimizer, clip, i)
-    if self.inner_loop == 'native': return None, graph_free_sgd(task, self.slots, lr, steps, clip, self.proximal, i)
-    return optimizer_adapt(task, self.model, lr, steps, self.inner_optimizer, clip, self.proximal, i)
+    bt = self.inner_backtracking
+    if self.inner_loop == 'native': return None, graph_free_sgd(task, self.slots, lr, steps, clip, self.proximal, i, bt)
+    return optimizer_adapt(task, self.model, lr, steps, self.inner_optimizer, clip, self.proximal, i, backtracking=bt)
 
 @patch
 def _task_meta_gradient(self:MetaLearner, task, i:int, adapted:tuple, B:int) -> tuple:
@@ -326,7 +388,8 @@ def _task_meta_gradient(self:MetaLearner, task, i:int, adapted:tuple, B:int) -> 
     with (self.slots.holding(fast) if module is None else contextlib.nullcontext(module)) as model:
         if self.algorithm == 'maml': q, g = maml_meta_gradient(task, model, self.params, B, i)
         elif self.algorithm == 'fomaml': q, g = fomaml_meta_gradient(task, model, fast, B, i)
-        else: q, g = implicit_meta_gradient(task, model, fast, self.imaml_lambda, self.cg_steps, self.cg_damping, B, i)
+        else: q, g = implicit_meta_gradient(task, model, fast, self.imaml_lambda, self.cg_steps, self.cg_damping, B, i,
+                                            self.cg_trust_ratio)
         return q, g, self._accuracy(task, model)
 
 @patch
@@ -427,7 +490,7 @@ def adapt(self:MetaLearner, task, steps:int|None=None) -> nn.Module:
     "An adapted copy of the meta-model for `task` (its own inner problem); the meta-parameters stay untouched."
     steps = self.adaptation_steps if steps is None else steps
     return optimizer_adapt(task, self.model, self.inner_lr, steps, self.inner_optimizer, self.inner_grad_clip,
-                           self.proximal)[0]
+                           self.proximal, backtracking=self.inner_backtracking)[0]
 
 @patch
 def adaptation_curve(self:MetaLearner, tasks:Sequence, steps:int|None=None) -> np.ndarray:
@@ -439,7 +502,7 @@ def adaptation_curve(self:MetaLearner, tasks:Sequence, steps:int|None=None) -> n
         def record(s, fast, i=i, task=task):
             with torch.no_grad(): out[i, s] = float(task.query_loss(fast))
         optimizer_adapt(task, self.model, self.inner_lr, steps, self.inner_optimizer, self.inner_grad_clip,
-                        self.proximal, i, on_step=record)
+                        self.proximal, i, on_step=record, backtracking=self.inner_backtracking)
     return out
 
 # %% ../nbs/09_meta.ipynb #efb8751e
