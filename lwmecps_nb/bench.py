@@ -250,7 +250,7 @@ def _cluster_test_tasks(dist:TaskDistribution, n_held_out:int) -> list:
     cluster_b = replace(preset('cluster-b'), max_pods=dist.base.max_pods)
     return list(dist.held_out()[:n_held_out]) + [Task('cluster-b', 'preset', cluster_b)]
 
-def _rule_returns(make_policy:Callable, tests:Sequence, eval_seed:int, horizon:int) -> np.ndarray:
+def _rule_returns(make_policy:Callable, tests:Sequence, eval_seed:int, horizon:int=96) -> np.ndarray:
     "Mean return over 5 episodes of `horizon` steps of a fresh `make_policy()` on each test task."
     return np.array([evaluate(make_policy(), make_env(t, max_episode_steps=horizon), episodes=5,
                               seed=eval_seed).episodes['return'].mean() for t in tests])
