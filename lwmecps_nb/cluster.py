@@ -18,7 +18,8 @@ from .core import package_data_path
 # %% auto #0
 __all__ = ['LOAD_PATTERNS', 'SLOT_SECONDS', 'SLOTS_PER_DAY', 'P95_TAIL', 'Node', 'LoadSpec', 'ClusterSpec', 'hcpp_trace',
            'window_slots', 'load_day', 'schedule', 'ClusterState', 'ClusterParams', 'sum_last', 'node_latency',
-           'window_metrics', 'ClusterBackend', 'nearest_node_replicas', 'BatchedSimulator', 'SimulatedCluster']
+           'window_metrics', 'ClusterBackend', 'nearest_node_replicas', 'BatchedSimulator', 'reseed',
+           'SimulatedCluster']
 
 # %% ../nbs/01_cluster.ipynb #4b7ae800
 @dataclass(frozen=True)
@@ -435,6 +436,16 @@ class BatchedSimulator:
         self._rows = np.arange(self.B)
 
 # %% ../nbs/01_cluster.ipynb #c87b619d
+def reseed(rngs:list[np.random.Generator], # one generator per cluster, replaced in place
+           seeds:Sequence[int|None]|int|None, # one seed per cluster, or one seed s for seeds s, s+1, ...
+           idx:Sequence[int], # the clusters being reset
+          ):
+    "Restart the generators of the clusters in `idx` that get a seed; unseeded resets continue their generator."
+    if seeds is None or isinstance(seeds, (int, np.integer)):
+        seeds = [None if seeds is None else int(seeds) + i for i in range(len(rngs))]
+    for i in idx:
+        if seeds[i] is not None: rngs[i] = np.random.default_rng(seeds[i])
+
 @patch
 def reset(self:BatchedSimulator,
           seeds:Sequence[int|None]|int|None=None, # one seed per cluster, or one seed s for seeds s, s+1, ...
@@ -442,11 +453,8 @@ def reset(self:BatchedSimulator,
          ) -> ClusterState:
     "Start new episodes; return the state of the window before the first step (with the initial replicas)."
     idx = np.arange(self.B) if mask is None else np.flatnonzero(mask)
-    if seeds is None or isinstance(seeds, (int, np.integer)):
-        seeds = [None if seeds is None else int(seeds) + i for i in range(self.B)]
+    reseed(self.rngs, seeds, idx)
     for i in idx:
-        # a seed restarts the cluster's generator; unseeded resets continue it
-        if seeds[i] is not None: self.rngs[i] = np.random.default_rng(seeds[i])
         rng = self.rngs[i]
         self.users_day[i] = load_day(self.specs[i].load, self.D, self.step_seconds, rng)
         self.window[i] = rng.integers(self.windows_per_day) if self.start == 'random' else self.start

@@ -17,7 +17,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from .cluster import (SLOTS_PER_DAY, ClusterParams, ClusterSpec, ClusterState, LoadSpec, hcpp_trace,
-                                load_day, nearest_node_replicas, node_latency, sum_last, _validate_load, P95_TAIL)
+                                load_day, nearest_node_replicas, node_latency, reseed, sum_last, _validate_load,
+                                P95_TAIL)
 from .envs import (SEQUENTIAL_EPISODE_STEPS, KubeMECVectorEnv, _info, check_action, reward_terms,
                              reward_weights)
 
@@ -478,11 +479,8 @@ def reset(self:SequentialSimulator,
          ) -> SequentialState:
     "Start new episodes: draw each episode, run the lag and the interval before it with the initial replicas Ready."
     idx = np.arange(self.B) if mask is None else np.flatnonzero(mask)
-    if seeds is None or isinstance(seeds, (int, np.integer)):
-        seeds = [None if seeds is None else int(seeds) + i for i in range(self.B)]
-    for i in idx:
-        if seeds[i] is not None: self.rngs[i] = np.random.default_rng(seeds[i])
-        self.c['origin'][i] = self._draw(i)
+    reseed(self.rngs, seeds, idx)
+    for i in idx: self.c['origin'][i] = self._draw(i)
     s, c = self._empty(len(idx)), _take(self.c, idx)
     s['ready'] = self.initial_replicas[idx].copy()
     if self.L:
