@@ -21,11 +21,12 @@ COPY constraints.txt ./
 # torch first, from PyTorch's CPU index: PyPI's torch wheel pulls the multi-GB CUDA libraries. The version is the
 # one constraints.txt pins (tests/test_deploy.py checks they agree); `torch==2.13.0` then accepts 2.13.0+cpu below.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-# what setup.py reads (settings.ini, constraints.txt, README.md) and the package itself
-COPY setup.py settings.ini MANIFEST.in README.md ./
+# what setup.py reads (settings.ini, README.md, LICENSE) and the package itself; the server image takes the extras
+# the REST server needs: [server] (FastAPI, the store), [k8s] (real clusters), [tracking] (W&B)
+COPY setup.py settings.ini MANIFEST.in README.md LICENSE ./
 COPY lwmecps_nb ./lwmecps_nb
 RUN pip wheel --no-deps --wheel-dir /wheels . \
- && pip install -c constraints.txt /wheels/lwmecps_nb-*.whl \
+ && pip install -c constraints.txt "$(ls /wheels/lwmecps_nb-*.whl)[server,k8s,tracking]" \
  && lwmecps-nb --version
 
 # ---- runtime: the virtual environment on a clean slim image, no compilers, no sources ---------------------------

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['log', 'ROUTES', 'DEFAULT_NAMES', 'BODIES', 'MAX_QUEUED', 'MAX_BODY_BYTES', 'RETRY_AFTER_S', 'check_env_config',
            'TrainingTaskCreate', 'TransferTaskCreate', 'MetaTaskCreate', 'EvaluationTaskCreate', 'jsonable',
-           'public_task', 'create_task', 'start_task', 'task_results', 'bearer_auth', 'admit', 'BodySizeLimit',
-           'database_down', 'create_app']
+           'public_task', 'TaskOut', 'TaskPage', 'TaskResults', 'create_task', 'start_task', 'resume_task',
+           'task_results', 'bearer_auth', 'admit', 'BodySizeLimit', 'database_down', 'create_app']
 
 # %% ../nbs/14_api.ipynb #1d70130b
 import contextlib, datetime as dt, json, math, secrets, threading
@@ -23,8 +23,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .core import Settings, check_api_token, get_logger, get_settings
-from .runner import META_DEFAULTS, TaskRunner, meta_algorithm_run
+from .core import IntSetting, Settings, check_api_token, get_logger, get_settings
+from .meta_rl import MetaSettings
+from .ppo import PPOHyperparameters
+from .runner import TaskRunner, meta_algorithm_run
 from .store import STATES, InvalidTaskId, TaskNotFound, TaskStateError, TaskStore, connect, object_id
 from .tracking import Tracker
 
@@ -72,26 +74,26 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra='forbid')
     name: str = Field('', max_length=200)
     description: str = Field('', max_length=2000)
-    total_episodes: int = Field(100, ge=1, le=100_000, description='episodes (meta-iterations for meta tasks)')
+    total_episodes: IntSetting = Field(100, ge=1, le=100_000, description='episodes (meta-iterations for meta tasks)')
 
 class TrainingTaskCreate(_Body):
     "POST /api/training/tasks: PPO on one cluster."
     model_type: Literal['ppo'] = 'ppo'
     env_config: dict|str = Field(default_factory=lambda: {'cluster': 'cluster-a'},
                                  description='a preset name or an env_config dict')
-    hyperparameters: dict[str, Any] = Field(default_factory=dict,
-                                            description='PPOConfig names, e.g. {"learning_rate": 0.003}')
+    hyperparameters: PPOHyperparameters = Field(default_factory=PPOHyperparameters,
+                                                description="PPO's hyperparameters (`ppo.PPOHyperparameters`); omitted "
+                                                            'ones take their defaults')
 
     @field_validator('env_config')
     @classmethod
     def _env(cls, v): return check_env_config(v)
 
-    @field_validator('hyperparameters')
+    @field_validator('hyperparameters', mode='before')
     @classmethod
-    def _hp(cls, v):
-        from lwmecps_nb.ppo import PPOConfig
-        if 'total_episodes' in v: raise ValueError('set total_episodes at the top level, not under hyperparameters')
-        PPOConfig.from_dict(v)  # unknown names and bad values raise ValueError naming them
+    def _budget(cls, v):
+        if isinstance(v, dict) and 'total_episodes' in v:
+            raise ValueError('set total_episodes at the top level, not under hyperparameters')
         return v
 
 # %% ../nbs/14_api.ipynb #ef4bddf9
@@ -132,28 +134,11 @@ class TransferTaskCreate(_Body):
         return self
 
 # %% ../nbs/14_api.ipynb #4e666a45
-class MetaTaskCreate(_Body):
+class MetaTaskCreate(_Body, MetaSettings):
     "POST /api/training/meta-tasks: meta-train a policy on a task distribution."
-    meta_algorithm: Literal['maml', 'fomaml', 'implicit_fomaml'] = META_DEFAULTS['meta_algorithm']
-    inner_lr: float = META_DEFAULTS['inner_lr']
-    outer_lr: float = META_DEFAULTS['outer_lr']
-    adaptation_steps: int = Field(META_DEFAULTS['adaptation_steps'], ge=1, le=50)
-    meta_batch_size: int = Field(META_DEFAULTS['meta_batch_size'], ge=1, le=64)
-    use_implicit_gradients: bool = Field(False, description='implicit gradients (with fomaml: implicit FOMAML runs)')
     task_distribution: dict|None = None
-    trajectories: int = Field(META_DEFAULTS['trajectories'], ge=1, le=200,
-                              description='episodes per task per support, query and adaptation step')
-    held_out_tasks: int = Field(META_DEFAULTS['held_out_tasks'], ge=0, le=64,
-                                description='held-out tasks measured at the end (0: none)')
-    seed: int = Field(0, ge=0, le=2**31 - 1)
     env_config: dict|str|None = Field(None, description='a cluster to adapt to after meta-training (any backend): '
                                       'test_steps steps of trajectories episodes there')
-    test_steps: int = Field(META_DEFAULTS['test_steps'], ge=1, le=50,
-                            description='adaptation steps measured on held-out tasks and on env_config')
-
-    @field_validator('inner_lr', 'outer_lr')
-    @classmethod
-    def _lrs(cls, v, info): return _positive_finite(v, info.field_name)
 
     @field_validator('task_distribution')
     @classmethod
@@ -175,14 +160,6 @@ class MetaTaskCreate(_Body):
             from lwmecps_nb.tasks import TaskDistribution
             dist = TaskDistribution(self.task_distribution) if self.task_distribution else TaskDistribution()
             _check_fits(dist.held_out()[0].spec, self.env_config, "the task distribution's policy")
-        return self
-
-    @model_validator(mode='after')
-    def _implicit(self):
-        if self.use_implicit_gradients and self.meta_algorithm == 'maml':
-            raise ValueError("use_implicit_gradients selects implicit_fomaml and cannot be combined with "
-                             "meta_algorithm 'maml'; use meta_algorithm 'fomaml' with use_implicit_gradients, "
-                             "or 'implicit_fomaml'")
         return self
 
 # %% ../nbs/14_api.ipynb #f0dc43e0
@@ -220,6 +197,52 @@ def public_task(doc:dict) -> dict:
     out = jsonable(doc)
     out['id'] = out.pop('_id')
     return out
+
+# %% ../nbs/14_api.ipynb #c0a8d36f
+class TaskOut(BaseModel):
+    "A task as the routes return it; fields of one kind only (`source_task_id`, `advice`, ...) pass through."
+    model_config = ConfigDict(extra='allow')
+    id: str = Field(description="the task's id (24 hex digits)")
+    name: str
+    description: str = ''
+    kind: Literal['training', 'transfer', 'meta', 'evaluation']
+    config: dict[str, Any] = Field(description="the request body's settings, as stored")
+    state: Literal[STATES]
+    progress: float = Field(description='share of total_episodes done, 0..1')
+    current_episode: int
+    total_episodes: int
+    metrics: dict[str, Any] = Field(default_factory=dict, description="each metric's last values")
+    summary: dict[str, Any] = Field(default_factory=dict, description='final measurements')
+    error_message: str|None = None
+    created_at: str|None = None
+    updated_at: str|None = None
+    started_at: str|None = None
+    finished_at: str|None = None
+    model_id: str|None = Field(None, description='the stored model file, once there is one')
+    wandb_run_id: str|None = None
+    stop_requested: bool = False
+
+class TaskPage(BaseModel):
+    "A page of tasks, newest first."
+    items: list[TaskOut]
+    total: int = Field(description='tasks that match, on every page')
+    skip: int
+    limit: int
+
+class TaskResults(BaseModel):
+    "A task's state and a page of its per-episode results (`GET .../results`)."
+    task_id: str
+    state: Literal[STATES]
+    progress: float
+    current_episode: int
+    total_episodes: int
+    results: list[dict[str, Any]] = Field(description='one row per episode (or meta-iteration): its metrics')
+    summary: dict[str, Any]
+    advice: list[dict[str, Any]]
+    reference: Any = Field(None, description='what the run is compared with (e.g. PPO from scratch), if anything')
+    error_message: str|None
+    model_id: str|None
+    metrics: dict[str, Any]|None = Field(None, description="each metric's last values (omitted with metrics=false)")
 
 # %% ../nbs/14_api.ipynb #308992bd
 ROUTES = {'tasks': ('training', TrainingTaskCreate), 'transfer-tasks': ('transfer', TransferTaskCreate),
@@ -282,6 +305,7 @@ def create_task(store:TaskStore, kind:str, # training, transfer, meta or evaluat
     if kind == 'transfer': _check_transfer(store, body)
     if kind == 'evaluation': _check_evaluation(store, body)
     cfg = body.model_dump(exclude={'name', 'description', 'total_episodes'})
+    if kind == 'training': cfg['hyperparameters'] = body.hyperparameters.model_dump(exclude_unset=True)  # as given
     extra = {'source_task_id': object_id(body.source_task_id)} if kind == 'transfer' else {}
     if kind == 'meta': extra['algorithm_run'] = meta_algorithm_run(cfg)[0]
     doc = store.create_task(kind, body.name or DEFAULT_NAMES[kind], cfg, body.total_episodes, body.description, **extra)
@@ -291,6 +315,20 @@ def start_task(store:TaskStore, runner:TaskRunner, kind:str, task_id) -> dict:
     "Start a pending task on `runner`, as `POST .../{task_id}/start` does (a transfer's source is checked again)."
     if kind == 'transfer': _transfer_source(store, store.get_task(kind, task_id)['config']['source_task_id'])
     return public_task(runner.start(kind, task_id))
+
+def resume_task(store:TaskStore, runner:TaskRunner, kind:str, task_id) -> dict:
+    "Run a failed or cancelled training task on from its last checkpoint (`POST .../{task_id}/resume`)."
+    if kind != 'training':
+        raise TaskStateError(f'only training tasks can be resumed (a {kind} task has no resumable checkpoint); '
+                             'create the task again')
+    d = store.get_task(kind, task_id)
+    if d.get('checkpoint_episode') is None:
+        raise TaskStateError(f"training task {d['_id']} ({d['state']}) has no checkpoint to resume from")
+    episode = int(d['checkpoint_episode'])
+    store.transition(kind, d['_id'], 'pending', allowed_from=['failed', 'cancelled'], error_message=None,
+                     finished_at=None, resume_from_episode=episode)
+    store.rewind(kind, d['_id'], episode)  # the episodes after the checkpoint are run again
+    return public_task(runner.start(kind, d['_id']))
 
 def task_results(store:TaskStore, kind:str, task_id, skip:int=0, limit:int|None=None,
                  metrics:bool=True, # include `metrics`, every metric's last values (a poller needs them not)
@@ -310,31 +348,40 @@ def task_results(store:TaskStore, kind:str, task_id, skip:int=0, limit:int|None=
 def _router(kind:str, path:str, body_model:type[BaseModel]) -> APIRouter:
     r = APIRouter(prefix=f'/api/training/{path}', tags=[path])
 
-    @r.post('', status_code=201, summary=f'Create a {kind} task')
+    @r.post('', status_code=201, summary=f'Create a {kind} task', response_model=TaskOut)
     def create(body: body_model, request: Request) -> dict:
         return create_task(request.app.state.store, kind, body)
 
-    @r.get('', summary=f'List {kind} tasks')
+    @r.get('', summary=f'List {kind} tasks', response_model=TaskPage)
     def list_(request: Request, state: Literal[STATES] | None = Query(None), skip: int = Query(0, ge=0, le=10**9),
               limit: int = Query(50, ge=1, le=500)) -> dict:
         docs, total = request.app.state.store.list_tasks(kind, state, skip, limit)
         return {'items': [public_task(d) for d in docs], 'total': total, 'skip': skip, 'limit': limit}
 
-    @r.get('/{task_id}', summary=f'One {kind} task')
+    @r.get('/{task_id}', summary=f'One {kind} task', response_model=TaskOut)
     def get(task_id: str, request: Request) -> dict:
         return public_task(request.app.state.store.get_task(kind, task_id))
 
-    @r.post('/{task_id}/start', summary=f'Start a pending {kind} task', responses=_BUSY)
+    @r.post('/{task_id}/start', summary=f'Start a pending {kind} task', responses=_BUSY, response_model=TaskOut)
     def start(task_id: str, request: Request) -> dict:
         with request.app.state.start_lock:  # check and start together: concurrent starts cannot pass the bound
             admit(request.app.state.runner, request.app.state.max_queued)
             return start_task(request.app.state.store, request.app.state.runner, kind, task_id)
 
-    @r.post('/{task_id}/stop', summary=f'Stop a {kind} task (at its next episode)')
+    if kind == 'training':  # PPO runs checkpoint themselves; the other kinds start again
+        @r.post('/{task_id}/resume', summary='Resume a failed or cancelled training task from its checkpoint',
+                responses=_BUSY, response_model=TaskOut)
+        def resume(task_id: str, request: Request) -> dict:
+            with request.app.state.start_lock:
+                admit(request.app.state.runner, request.app.state.max_queued)
+                return resume_task(request.app.state.store, request.app.state.runner, kind, task_id)
+
+    @r.post('/{task_id}/stop', summary=f'Stop a {kind} task (at its next episode)', response_model=TaskOut)
     def stop(task_id: str, request: Request) -> dict:
         return public_task(request.app.state.runner.stop(kind, task_id))
 
-    @r.get('/{task_id}/results', summary=f"A {kind} task's per-episode results")
+    @r.get('/{task_id}/results', summary=f"A {kind} task's per-episode results", response_model=TaskResults,
+           response_model_exclude_unset=True)
     def results(task_id: str, request: Request, skip: int = Query(0, ge=0, le=10**9),
                 limit: int | None = Query(None, ge=1, le=100_000),
                 metrics: bool = Query(True, description="include each metric's last values (false: the results only)"),

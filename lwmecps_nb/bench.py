@@ -39,10 +39,9 @@ from .baselines import EvalResult, HPAAutoscaler, baseline_policies, evaluate, e
 from .transfer import TRANSFER_TYPES, TransferConfig, scratch_reference, transfer_learn
 from .meta import (META_ALGORITHMS, MetaLearner, RegressionTask, SinusoidTasks, peak_saved_bytes,
                              sinusoid_model)
-from .meta_rl import (ClusterTaskSource, MetaRLTasks, Navigation2DTaskSource, adaptation_returns,
-                                default_rollout, held_out_metrics, meta_train_rl, pretrain_rl, rl_adaptation_metrics)
-from .store import EmbeddedMongo
-from .runner import META_DEFAULTS
+from .meta_rl import (META_DEFAULTS, ClusterTaskSource, MetaRLTasks, Navigation2DTaskSource,
+                                adaptation_returns, default_rollout, held_out_metrics, meta_train_rl, pretrain_rl,
+                                rl_adaptation_metrics)
 
 log = get_logger('bench')
 
@@ -472,9 +471,9 @@ def transfer_types_benchmark(source, # the source model (path, `LoadedModel` or 
                              eval_episodes:int=16, eval_seed:int=1000, # the greedy evaluation after training
                             ) -> dict:
     "The three transfer types and PPO from scratch on one target, same budget and seeds: returns and metrics."
-    from lwmecps_nb.transfer import TRANSFER_TYPES, TransferConfig, scratch_reference, transfer_learn
+    from lwmecps_nb.transfer import TRANSFER_TYPES, TransferConfig, _source_model, scratch_reference, transfer_learn
     per = {k: [] for k in ('source, unadapted', 'scratch', *TRANSFER_TYPES)}
-    model0 = _source_model_of(source)
+    model0 = _source_model(source)[0]
     unadapted = _greedy_return(model0, target_env_config, eval_episodes, eval_seed)
     for seed in seeds:
         cfg = dict(learning_rate=learning_rate, total_episodes=episodes, seed=seed, num_envs=16, ppo=dict(ppo or {}))
@@ -494,12 +493,6 @@ def transfer_types_benchmark(source, # the source model (path, `LoadedModel` or 
                                        'episodes_to_threshold')} for k, v in per.items()}
     return dict(seeds=list(seeds), episodes=episodes, learning_rate=learning_rate, target=target_env_config,
                 eval_episodes=eval_episodes, eval_seed=eval_seed, runs=per, summary=summary)
-
-def _source_model_of(source):
-    from lwmecps_nb.ppo import LoadedModel, load_model
-    from lwmecps_nb.policies import ActorCritic
-    if isinstance(source, ActorCritic): return source
-    return (source if isinstance(source, LoadedModel) else load_model(source)).model
 
 # %% ../nbs/16_bench.ipynb #963ece1d
 DOCUMENT_CLAIMS = {  # the product document's comparison table: learning speed, adaptation accuracy, compute cost
@@ -769,6 +762,7 @@ def _serving(home:Path):
         proc.send_signal(signal.SIGINT)
         try: proc.wait(timeout=60)
         except subprocess.TimeoutExpired: proc.kill()
+        from lwmecps_nb.store import EmbeddedMongo  # the [server] extra's; the core never needs it
         EmbeddedMongo(home / 'mongodb').stop()
 
 # %% ../nbs/16_bench.ipynb #7a61d592

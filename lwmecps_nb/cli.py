@@ -16,18 +16,39 @@ __all__ = ['QUICK_BENCH_API', 'log_level', 'build_parser', 'main']
 
 # %% ../nbs/17_cli.ipynb #9f9bf160
 def _json_arg(text:str|None, what:str):
-    "Parse a JSON object given inline or as a path to a file (an env-config may also be a preset name)."
+    "Parse a JSON object given inline, or a JSON or YAML (.yaml, .yml) file; an env-config may also be a preset name."
     if text is None: return None
     from pathlib import Path
     t = text.strip()
     if not t.startswith('{'):
         p = Path(t)
         if not p.exists(): return t if what == 'env-config' else _fail(f'--{what}: file not found: {p}')
-        t = p.read_text()
+        if p.suffix.lower() in ('.yaml', '.yml'): return _yaml_file(p, what)
+        t, what = p.read_text(), f'{what} {p}'
     try: return json.loads(t)
     except json.JSONDecodeError as e: _fail(f'--{what} is not valid JSON: {e}')
 
+def _yaml_file(p, what:str):
+    import yaml  # a core requirement, imported only where a YAML file is read
+    try: return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e: _fail(f'--{what} {p} is not valid YAML: {e}')
+
 def _fail(msg): raise ValueError(msg)
+
+def _config_arg(text:str|None, what:str='config') -> tuple[dict, str]:
+    "A settings mapping from `--config` (inline JSON, or a JSON or YAML file) and how errors name it ('' if none)."
+    if text is None: return {}, ''
+    d = _json_arg(text, what)
+    where = f'--{what}' if text.strip().startswith('{') else f'--{what} {text.strip()}'
+    if not isinstance(d, dict):
+        got = 'an empty file' if d is None else f'a {type(d).__name__}'
+        _fail(f'{where}: the top level must be a mapping of setting names to values, got {got}')
+    return d, where
+
+def _checked(where:str, build, *args):
+    "`build(*args)`, with a `ValueError` it raises prefixed by `where` (the option or the file the values came from)."
+    try: return build(*args)
+    except ValueError as e: _fail(f'{where}: {e}')
 
 def _seeds(args) -> list[int]:
     "The training seeds of `--seeds 0,1,2`, or `--seed`."
@@ -43,10 +64,10 @@ def _tracked(args, kind:str, name:str, config:dict):
     import uuid
     return Tracker(s).start(kind, f'cli-{uuid.uuid4().hex[:12]}', name, config)
 
-def _log_to(run, kind:str, algorithm:str|None=None):
+def _log_to(run, kind:str, algorithm:str|None=None, start:int=0):
     "A learner callback that logs each episode's (or meta-iteration's) metrics to `run` under the spec's names."
     from lwmecps_nb.tracking import tracked_metrics
-    step = [0]
+    step = [start]  # a resumed run's steps go on from its episodes
     def callback(m):
         step[0] += 1
         run.log(tracked_metrics(kind, m, algorithm), step=step[0])
@@ -87,35 +108,150 @@ def _baselines(args) -> int:
 _PPO_FLAGS = ('learning_rate', 'discount_factor', 'entropy_coef', 'num_envs', 'n_steps', 'batch_size', 'n_epochs',
               'device')
 
-def _train(args) -> int:
-    from lwmecps_nb.baselines import baseline_policies, evaluate, evaluation_table
-    from lwmecps_nb.ppo import PPOConfig, train_ppo, policy_from
+def _ppo_config(args):
+    "PPO hyperparameters: PPO's defaults, then the `--config` mapping's, then the flags given (flags win)."
+    from lwmecps_nb.ppo import PPOConfig
+    file, where = _config_arg(args.config)
+    if where: _checked(where, PPOConfig.from_dict, file)  # the mapping alone first: its errors name it
+    flags = {k: getattr(args, k) for k in _PPO_FLAGS if getattr(args, k) is not None}
+    flags |= {k: v for k, v in (('total_episodes', args.episodes), ('seed', args.seed)) if v is not None}
+    return PPOConfig.from_dict({**file, **flags})
+
+def _sequential_baselines() -> list:
+    "The KubeMEC-v1 baselines of `bench sequential`: Kubernetes HPA, Holt forecasting, greedy, static and MPC."
+    from lwmecps_nb.autoscalers import HoltForecastAutoscaler, KubernetesHPA, MPCOracle, ObservedGreedy
+    from lwmecps_nb.baselines import StaticReplicas
+    return [KubernetesHPA(), HoltForecastAutoscaler(), ObservedGreedy(), ObservedGreedy(placement='incremental'),
+            StaticReplicas(4), MPCOracle()]
+
+def _evaluation(model, env_config, episodes:int, seed:int, name:str='ppo') -> list:
+    "The model's greedy policy, then every baseline, on the same episodes (seeds seed, seed + 1, ...)."
+    from lwmecps_nb.baselines import baseline_policies, evaluate
+    from lwmecps_nb.envs import SEQUENTIAL_ENV_ID, SEQUENTIAL_EPISODE_STEPS
+    from lwmecps_nb.ppo import policy_from
+    from lwmecps_nb.tasks import make_env, spec_from_config
+    mine = policy_from(model, name)
+    spec, opts = spec_from_config(env_config)
+    if opts.get('env_id') != SEQUENTIAL_ENV_ID:
+        env = make_env(env_config)
+        return [evaluate(p, env, episodes=episodes, seed=seed) for p in [mine, *baseline_policies(seed)]]
+    from lwmecps_nb.autoscalers import evaluate_autoscalers  # KubeMEC-v1: each policy at its own control interval
+    mine.step_seconds = step = int(opts.get('step_seconds', 60))  # the model at the one it was trained at
+    seconds = int(opts.get('max_episode_steps', SEQUENTIAL_EPISODE_STEPS)) * step
+    start = opts.get('start', 'random')
+    if seconds % 60 or (start != 'random' and start * step % 60):
+        _fail(f'env_config: a KubeMEC-v1 evaluation runs whole minutes: max_episode_steps and start times '
+              f'step_seconds ({step}) must be multiples of 60 s')
+    where = {'spec': spec, 'start': start if start == 'random' else start * step // 60,  # minutes, as it takes them
+             **{k: opts[k] for k in ('latency_weight', 'sla_weight', 'replica_cost') if k in opts}}
+    return evaluate_autoscalers([mine, *_sequential_baselines()], where, dynamics=opts.get('dynamics'),
+                                episodes=episodes, seed=seed, minutes=seconds // 60)
+
+def _summaries(results:list) -> dict:
+    "policy -> metric -> {mean, ci95}: what the JSON output and the checkpoint's metrics hold."
+    return {r.policy: {k: {'mean': m, 'ci95': h} for k, (m, h) in r.summary().items()} for r in results}
+
+def _evaluation_text(results:list, episodes:int, seed:int) -> str:
+    "The heading and the table of `_evaluation`'s results, as `train` and `evaluate` print them."
+    from lwmecps_nb.baselines import evaluation_table
+    return (f'Greedy evaluation, {episodes} episodes, seeds {seed}..{seed + episodes - 1}; mean ± 95% CI.\n\n'
+            + evaluation_table(results))
+
+# %% ../nbs/17_cli.ipynb #5f1f38af
+def _trainer(args):
+    "A new PPO run from the flags, or (`--resume`) the run a checkpoint holds, with its own settings."
+    from lwmecps_nb.ppo import PPOTrainer
     from lwmecps_nb.tasks import make_env
-    env_config = _json_arg(args.env_config, 'env-config')
-    hp = _json_arg(args.config, 'config') or {}
-    hp.update({k: getattr(args, k) for k in _PPO_FLAGS if getattr(args, k) is not None})
-    hp.update(total_episodes=args.episodes, seed=args.seed)
-    cfg = PPOConfig.from_dict(hp)
-    env = make_env(env_config)
-    run = _tracked(args, 'training', f'ppo on {args.env_config}'[:80], {'env_config': env_config, **cfg.to_dict()})
-    res = train_ppo(env_config, cfg, progress=not args.json, callback=_log_to(run, 'training'))
-    ev = lambda policy: evaluate(policy, env, episodes=args.eval_episodes, seed=args.eval_seed)
-    mine = ev(policy_from(res.model))
-    run.finish({f'eval/{k}': m for k, (m, _) in mine.summary().items()})
-    table = [mine] + [ev(p) for p in baseline_policies(args.seed)]
-    summary = {r.policy: {k: {'mean': m, 'ci95': h} for k, (m, h) in r.summary().items()} for r in table}
+    if args.resume:
+        given = [k for k in ('env_config', 'config', 'seed', *_PPO_FLAGS) if getattr(args, k) is not None]
+        if given: _fail(f"--resume continues the run with its own settings; drop --{given[0].replace('_', '-')} "
+                        '(only --episodes may change: a larger budget trains on)')
+        return _checked('--resume', PPOTrainer.resume, args.resume, args.episodes)
+    env_config = _json_arg(args.env_config or 'cluster-a', 'env-config')
+    cfg = _ppo_config(args)
+    make_env(env_config).close()  # a wrong env_config fails before training
+    return PPOTrainer(env_config, cfg)
+
+def _train(args) -> int:
+    from pathlib import Path
+    from lwmecps_nb.ppo import TrainResult
+    if args.checkpoint_every < 0: _fail(f'--checkpoint-every must be 0 (none) or more, got {args.checkpoint_every}')
+    tr = _trainer(args)
+    env_config, cfg = tr.env_config, tr.config
+    ckpt = None if not args.checkpoint_every else Path(args.resume or Path(args.out).with_suffix('.ckpt.pt'))
+    run = _tracked(args, 'training', f'ppo on {args.env_config or env_config}'[:80],
+                   {'env_config': env_config, **cfg.to_dict()})
+    tr.callback = _log_to(run, 'training', start=tr.episodes_done)
+    tr.train(progress=not args.json, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every or 1)
+    res = TrainResult(tr.model, tr.config, *tr.model_env(), tr.history, tr.wall_time_s)
+    table = _evaluation(res.model, env_config, args.eval_episodes, args.eval_seed)
+    summary = _summaries(table)
     path = res.save(args.out, metrics={'evaluation': summary, 'eval_seed': args.eval_seed,
                                        'eval_episodes': args.eval_episodes})
+    run.log_model(path, metadata={'model_type': 'ppo', 'env': table[0].env, 'command': 'train'})
+    run.finish({f'eval/{k}': m for k, (m, _) in table[0].summary().items()})
     if args.json:
-        print(json.dumps({'model': str(path), 'env': mine.env, 'episodes': len(res.history['episodes']),
+        print(json.dumps({'model': str(path), 'checkpoint': None if ckpt is None else str(ckpt),
+                          'env': table[0].env, 'episodes': len(res.history['episodes']),
                           'wall_time_s': res.wall_time_s, 'hyperparameters': cfg.to_dict(), 'evaluation': summary}))
         return 0
-    print(f"Trained PPO on {mine.env} for {len(res.history['episodes'])} episodes in {res.wall_time_s:.1f} s; "
-          f"saved {path}\n")
-    print(f'Greedy evaluation, {args.eval_episodes} episodes, seeds {args.eval_seed}..'
-          f'{args.eval_seed + args.eval_episodes - 1}; mean ± 95% CI.\n')
-    print(evaluation_table(table))
+    print(f"Trained PPO on {table[0].env} for {len(res.history['episodes'])} episodes in {res.wall_time_s:.1f} s; "
+          f"saved {path}" + ('' if ckpt is None else f' (resumable checkpoint {ckpt})') + '\n')
+    print(_evaluation_text(table, args.eval_episodes, args.eval_seed))
     return 0
+
+# %% ../nbs/17_cli.ipynb #3f44ac5a
+def _evaluation_env(args, loaded) -> tuple:
+    "The env_config `evaluate` runs on (the checkpoint's unless `--env-config`), and how to say which."
+    from lwmecps_nb.tasks import ENV_OPTIONS
+    if args.env_config is not None:
+        return _json_arg(args.env_config, 'env-config'), f'--env-config {args.env_config}'
+    if loaded.env_spec is None:
+        _fail(f'--env-config: {args.model} records no environment (a meta-learned model, or one a server transfer '
+              'task saved); name one with --env-config')
+    opts = {k: v for k, v in loaded.checkpoint.get('env_options', {}).items()
+            if k in ENV_OPTIONS and not k.startswith('backend')}
+    return {'spec': loaded.env_spec, **opts}, 'the environment the model was trained on (from its checkpoint)'
+
+def _evaluate(args) -> int:
+    from lwmecps_nb.ppo import check_compatible, load_model
+    from lwmecps_nb.tasks import make_env
+    loaded = _checked('--model', load_model, args.model)
+    env_config, which = _evaluation_env(args, loaded)
+    try:
+        env = make_env(env_config)
+        check_compatible(loaded.model, env, source=f'model {args.model}'); env.close()
+    except ValueError as e:
+        _fail(f'--env-config: {e}' + ('; without --env-config it runs where it was trained' if args.env_config else ''))
+    name = str(loaded.checkpoint.get('model_type') or 'model')
+    table = _evaluation(loaded.model, env_config, args.episodes, args.seed, name)
+    if args.json:
+        print(json.dumps({'model': str(args.model), 'model_type': name, 'env': table[0].env,
+                          'env_from': '--env-config' if args.env_config else 'checkpoint', 'episodes': args.episodes,
+                          'seed': args.seed, 'evaluation': _summaries(table)}))
+        return 0
+    print(f'Evaluating {args.model} ({name}) on {table[0].env}, {which}.\n')
+    print(_evaluation_text(table, args.episodes, args.seed))
+    return 0
+
+# %% ../nbs/17_cli.ipynb #f5882850
+def _transfer_config_from(d:dict):
+    "`TransferConfig` from a mapping of its names; an unknown name is an error listing the known ones."
+    from dataclasses import fields
+    from lwmecps_nb.transfer import TransferConfig
+    known = [f.name for f in fields(TransferConfig)]
+    if unknown := sorted(set(d) - set(known)):
+        raise ValueError(f'unknown transfer setting(s) {unknown}; known: {known}')
+    return TransferConfig(**d)
+
+def _transfer_config(args):
+    "Transfer settings: `TransferConfig`'s defaults, then the `--config` mapping's, then the flags given (flags win)."
+    file, where = _config_arg(args.config)
+    if where: _checked(where, _transfer_config_from, file)
+    frozen = None if args.frozen_layers is None else [int(x) for x in args.frozen_layers.split(',') if x.strip()]
+    flags = dict(transfer_type=args.transfer_type, frozen_layers=frozen, learning_rate=args.learning_rate,
+                 total_episodes=args.episodes, seed=args.seed, num_envs=args.num_envs)
+    return _transfer_config_from({**file, **{k: v for k, v in flags.items() if v is not None}})
 
 # %% ../nbs/17_cli.ipynb #c3ef6c40
 def _transfer_rows(m:dict) -> list[list[str]]:
@@ -137,39 +273,83 @@ def _transfer(args) -> int:
     from lwmecps_nb.ppo import load_model, policy_from, save_model
     from lwmecps_nb.stats import markdown_table
     from lwmecps_nb.tasks import make_env, spec_from_config
-    from lwmecps_nb.transfer import TransferConfig, transfer_learn
+    from lwmecps_nb.transfer import transfer_learn
     env_config = _json_arg(args.env_config, 'env-config')
-    frozen = None if args.frozen_layers is None else [int(x) for x in args.frozen_layers.split(',') if x.strip()]
-    cfg = TransferConfig(transfer_type=args.transfer_type, frozen_layers=frozen, learning_rate=args.learning_rate,
-                         total_episodes=args.episodes, seed=args.seed, num_envs=args.num_envs)
+    cfg = _transfer_config(args)
+    kind = cfg.transfer_type
     src = load_model(args.source)
-    run = _tracked(args, 'transfer', f'{args.transfer_type} to {args.env_config}',
+    run = _tracked(args, 'transfer', f'{kind} to {args.env_config}',
                    {'source': str(args.source), 'env_config': env_config, **cfg.to_dict()})
     res = transfer_learn(src, env_config, cfg, progress=not args.json, callback=_log_to(run, 'transfer'))
     m = dict(res.metrics)
-    run.finish({f'transfer/{k}': v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     env = make_env(env_config)
     ev = lambda policy: evaluate(policy, env, episodes=args.eval_episodes, seed=args.eval_seed)
-    evals = [ev(policy_from(src.model, 'source (not adapted)')), ev(policy_from(res.model, f'{args.transfer_type}')),
-             ev(HPAAutoscaler())]
+    evals = [ev(policy_from(src.model, 'source (not adapted)')), ev(policy_from(res.model, kind)), ev(HPAAutoscaler())]
     if args.out:
         spec, opts = spec_from_config(env_config)
         save_model(args.out, res.model, spec, {**opts, 'max_episode_steps': env.spec.max_episode_steps},
                    {'transfer': cfg.to_dict(), **cfg.ppo_config().to_dict()},
                    {'history': res.history, 'transfer_metrics': m, 'source': str(args.source)},
-                   model_type=f'transfer:{args.transfer_type}')
+                   model_type=f'transfer:{kind}')
+        run.log_model(args.out, metadata={'model_type': f'transfer:{kind}', 'env': evals[1].env, 'command': 'transfer'})
+    run.finish({f'transfer/{k}': v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if args.json:
         evaluation = {r.policy: r.summary()['return'] for r in evals}
         print(json.dumps({'metrics': m, 'evaluation': evaluation, 'model': args.out}, default=float))
         return 0
-    print(f"Transfer {args.transfer_type} from {args.source} to {evals[0].env}, {m['episodes']} episodes "
-          f"(seed {args.seed}), frozen at start {m['frozen_at_start'] or 'none'}; scratch: PPO on the same target, "
+    print(f"Transfer {kind} from {args.source} to {evals[0].env}, {m['episodes']} episodes "
+          f"(seed {cfg.seed}), frozen at start {m['frozen_at_start'] or 'none'}; scratch: PPO on the same target, "
           'same seed and budget.\n')
     print(markdown_table(['metric', 'value'], _transfer_rows(m)))
     print(f'\nGreedy evaluation on {args.eval_episodes} episodes (seeds {args.eval_seed}..):\n')
     print(evaluation_table(evals, metrics=('return', 'latency_ms', 'sla_violations', 'replicas')))
     if args.out: print(f'\nsaved {args.out}')
     return 0
+
+# %% ../nbs/17_cli.ipynb #7a727dda
+_META_ARGS = dict(algorithm='fomaml', inner_lr=0.5, outer_lr=0.001, adaptation_steps=1, meta_batch_size=6,
+                  iterations=100, task_distribution=None, trajectories=20, test_steps=5, held_out=8, eval_episodes=5,
+                  seed=0, eval_seed=1000)  # the meta command's defaults
+_META_RENAMED = {'meta_algorithm': 'algorithm', 'held_out_tasks': 'held_out'}  # `MetaSettings`' name: the option's
+_META_OWN = {'iterations': 1, 'eval_episodes': 1, 'eval_seed': 0}  # the command's own integer settings: their least
+
+def _meta_file(d:dict, where:str) -> dict:
+    "A meta `--config` mapping as option -> (value, its name there): `MetaSettings`' names and the command's own."
+    from pydantic import ValidationError
+    from lwmecps_nb.core import validation_message
+    from lwmecps_nb.meta_rl import MetaSettings
+    known = [*MetaSettings.model_fields, *_META_OWN, 'task_distribution']
+    if unknown := sorted(set(d) - set(known)): _fail(f'{where}: unknown meta setting(s) {unknown}; known: {known}')
+    if 'scratch_episodes' in d:
+        _fail(f'{where}: scratch_episodes: the meta command measures no PPO-from-scratch reference (a server meta '
+              'task and `bench meta-rl` do); remove it')
+    try: s = MetaSettings.model_validate({k: v for k, v in d.items() if k in MetaSettings.model_fields})
+    except ValidationError as e: _fail(f'{where}: {validation_message(e)}')
+    for k, least in _META_OWN.items():
+        v = d.get(k, least)
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            _fail(f'{where}: {k} must be an integer of at least {least}, got {v!r}')
+    if not isinstance(d.get('task_distribution', {}), dict):
+        _fail(f"{where}: task_distribution must be a mapping of families to their ranges, "
+              f"got {d['task_distribution']!r}")
+    out = {_META_RENAMED.get(k, k): (getattr(s, k) if k in MetaSettings.model_fields else v, k)
+           for k, v in d.items() if k != 'use_implicit_gradients'}
+    if d.get('use_implicit_gradients'): out['algorithm'] = (s.algorithm_run, 'use_implicit_gradients')
+    return out
+
+def _meta_settings(args) -> dict:
+    "Set the meta command's settings on `args`: its defaults, then the `--config` mapping's, then the flags given."
+    file, where = _config_arg(args.config)
+    from_file = _meta_file(file, where) if where else {}
+    origin = {}  # setting -> where it came from, for the errors
+    for k, default in _META_ARGS.items():
+        origin[k] = '--' + k.replace('_', '-')
+        if getattr(args, k) is not None: continue
+        if k in from_file:
+            value, name = from_file[k]
+            setattr(args, k, value); origin[k] = f'{where}: {name}'
+        else: setattr(args, k, default)
+    return origin
 
 # %% ../nbs/17_cli.ipynb #6a563c1b
 def _meta(args) -> int:
@@ -179,13 +359,15 @@ def _meta(args) -> int:
     from lwmecps_nb.meta_rl import ClusterTaskSource, meta_train_rl, adaptation_returns, default_rollout
     from lwmecps_nb.stats import mean_ci, plus_minus
     from lwmecps_nb.tasks import TaskDistribution, make_env
-    td = _json_arg(args.task_distribution, 'task-distribution') if args.task_distribution else None
-    dist = TaskDistribution(td) if isinstance(td, dict) else TaskDistribution()
+    origin = _meta_settings(args)
+    td = args.task_distribution
+    td = _json_arg(td, 'task-distribution') if isinstance(td, str) else td
+    dist = _checked(origin['task_distribution'], TaskDistribution, td) if isinstance(td, dict) else TaskDistribution()
     source = ClusterTaskSource(dist)
     cfg = default_rollout(source, trajectories=args.trajectories)
     for k in ('iterations', 'meta_batch_size', 'adaptation_steps', 'test_steps', 'held_out', 'trajectories'):
         least = 0 if k == 'test_steps' else 1
-        if getattr(args, k) < least: _fail(f"--{k.replace('_', '-')} must be at least {least}")
+        if getattr(args, k) < least: _fail(f'{origin[k]} must be at least {least}')
     keys = ('algorithm', 'inner_lr', 'outer_lr', 'adaptation_steps', 'meta_batch_size', 'iterations', 'trajectories',
             'seed')
     config = {k: getattr(args, k) for k in keys} | {'task_distribution': dist.config}
@@ -198,7 +380,6 @@ def _meta(args) -> int:
     returns = lambda model: adaptation_returns(model, source, held, steps=args.test_steps, step_sizes=args.inner_lr,
                                                cfg=cfg, seed=args.eval_seed)
     curve = returns(res.model)
-    run.finish({f'{args.algorithm}/held_out_return_after_{k}': float(v) for k, v in enumerate(curve.mean(0))})
     torch.manual_seed(args.seed); curve0 = returns(source.make_model())  # the initialisation meta-training started from
     hpa = np.array([evaluate(HPAAutoscaler(), make_env(t), episodes=args.eval_episodes, seed=args.eval_seed)
                     .episodes['return'].mean() for t in held])
@@ -208,6 +389,8 @@ def _meta(args) -> int:
                 'untrained_returns_after_steps': curve0.tolist(), 'hpa_returns': hpa.tolist(),
                 'eval_seed': args.eval_seed}
     path = res.save(args.out, env_options={'max_episode_steps': source.horizon}, metrics={'held_out': held_out})
+    run.log_model(path, metadata={'model_type': f'meta-{args.algorithm}', 'command': 'meta'})
+    run.finish({f'{args.algorithm}/held_out_return_after_{k}': float(v) for k, v in enumerate(curve.mean(0))})
     last = res.history[-1] if res.history else {}
     if args.json:
         print(json.dumps({'model': str(path), 'config': res.config, 'held_out_tasks': len(held), 'table': table,
@@ -264,7 +447,6 @@ def _adapt(args) -> int:
     run = _tracked(args, 'meta', f'adapt {algo} to {spec.name}',
                    {'model': str(args.model), 'env': spec.name, 'steps': args.steps, 'inner_lr': inner_lr})
     for k, v in enumerate(curve.mean(0)): run.log({f'{algo}/adaptation_return': float(v)}, step=k)
-    run.finish({f'{algo}/adaptation_return_after_{args.steps}': float(curve[:, -1].mean())})
     hpa = evaluate(HPAAutoscaler(), make_env(spec, max_episode_steps=horizon), episodes=args.eval_episodes,
                    seed=args.seed).episodes['return']
     rows, out = [mean_ci(c) for c in curve.T], None
@@ -276,6 +458,9 @@ def _adapt(args) -> int:
         out = save_model(args.out, model, env_spec=spec, env_options={'max_episode_steps': horizon}, hyperparameters=hp,
                          model_type=f"adapted-{ck.get('model_type', 'model')}",
                          metrics={'returns_after_steps': curve.tolist()})
+        run.log_model(out, metadata={'model_type': f"adapted-{ck.get('model_type', 'model')}", 'env': spec.name,
+                                     'command': 'adapt'})
+    run.finish({f'{algo}/adaptation_return_after_{args.steps}': float(curve[:, -1].mean())})
     if args.json:
         print(json.dumps({'env': spec.name, 'inner_lr': inner_lr, 'steps': args.steps, 'repeats': args.repeats,
                           'returns_after_steps': rows, 'hpa_return': mean_ci(hpa), 'model': str(out) if out else None}))
@@ -407,10 +592,10 @@ def log_level(args:argparse.Namespace) -> str:
     return {0: 'WARNING', 1: 'INFO'}.get(args.verbose, 'DEBUG')
 
 # %% ../nbs/17_cli.ipynb #a84a8fd5
-_ENV_CONFIG_HELP = 'preset name, JSON object, or JSON file (default {})'
+_ENV_CONFIG_HELP = 'preset name, JSON object, or JSON or YAML file (default {})'
 
 def _add_job_parsers(sub):
-    "demo, baselines, train and transfer."
+    "demo, baselines, train, evaluate and transfer."
     d = sub.add_parser('demo', help='the main job: baselines, PPO on cluster-a, transfer to cluster-b, FOMAML and '
                        'adaptation; tables and an HTML report')
     d.add_argument('--quick', action='store_true', help='the one-minute version (smaller budgets, the same steps)')
@@ -427,29 +612,46 @@ def _add_job_parsers(sub):
     bl.add_argument('--json', action='store_true', help='print one JSON array instead of the table')
     bl.set_defaults(func=_baselines)
     t = sub.add_parser('train', help='train PPO on a cluster, save the model, print it against the baselines')
-    t.add_argument('--env-config', default='cluster-a', help=_ENV_CONFIG_HELP.format('cluster-a'))
-    t.add_argument('--episodes', type=int, default=100, help='training budget in episodes (default 100)')
-    t.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
+    t.add_argument('--env-config', help=_ENV_CONFIG_HELP.format('cluster-a'))
+    t.add_argument('--episodes', type=int, help='training budget in episodes (default 100)')
+    t.add_argument('--seed', type=int, help='training seed (default 0)')
     t.add_argument('--out', default='model.pt', help='checkpoint path (default model.pt)')
-    t.add_argument('--config', help='PPO hyperparameters as a JSON object or file (README names)')
+    t.add_argument('--config', help='PPO hyperparameters (README names) as a JSON object, or a JSON or YAML file; '
+                   'flags win')
     for k in _PPO_FLAGS:
         kind = str if k == 'device' else (int if k in ('num_envs', 'n_steps', 'batch_size', 'n_epochs') else float)
         t.add_argument('--' + k.replace('_', '-'), type=kind)
+    t.add_argument('--checkpoint-every', type=int, default=10, help='write a resumable checkpoint (--out with the '
+                   'suffix .ckpt.pt, or the --resume file) after every N PPO updates and at the end (default 10; '
+                   '0: none)')
+    t.add_argument('--resume', help='continue the run this checkpoint holds (its cluster, hyperparameters, optimiser, '
+                   'environments; exactly where it stopped); --episodes may raise its budget')
     t.add_argument('--eval-episodes', type=int, default=10, help='evaluation episodes (default 10)')
     t.add_argument('--eval-seed', type=int, default=1000, help='first evaluation seed (default 1000)')
     t.add_argument('--json', action='store_true', help='print one JSON object instead of the table')
     t.set_defaults(func=_train)
+    e = sub.add_parser('evaluate', help='evaluate a saved model against the baselines on the same episodes and print '
+                       'the table')
+    e.add_argument('--model', required=True, help='the model file (from train, transfer, meta or adapt)')
+    e.add_argument('--env-config', help='preset name, JSON object, or JSON or YAML file (default: the environment the '
+                   'model was trained on, from its checkpoint)')
+    e.add_argument('--episodes', type=int, default=10, help='evaluation episodes (default 10, as train)')
+    e.add_argument('--seed', type=int, default=1000, help='first episode seed (default 1000, as train)')
+    e.add_argument('--json', action='store_true', help='print one JSON object instead of the table')
+    e.set_defaults(func=_evaluate)
     x = sub.add_parser('transfer',
                        help='adapt a saved model to another cluster and measure the transfer against scratch')
     x.add_argument('--source', required=True, help='the source model file (from train)')
     x.add_argument('--env-config', default='cluster-b', help='target: ' + _ENV_CONFIG_HELP.format('cluster-b'))
-    x.add_argument('--transfer-type', default='fine_tuning',
-                   choices=['feature_extraction', 'fine_tuning', 'layer_wise'])
+    x.add_argument('--config', help='transfer settings (TransferConfig names) as a JSON object, or a JSON or YAML '
+                   'file; flags win')
+    x.add_argument('--transfer-type', choices=['feature_extraction', 'fine_tuning', 'layer_wise'],
+                   help='default fine_tuning')
     x.add_argument('--frozen-layers', help='comma-separated Linear layer indices (default per type)')
-    x.add_argument('--learning-rate', type=float, default=1e-4, help='default 1e-4')
-    x.add_argument('--episodes', type=int, default=50, help='training budget on the target (default 50)')
-    x.add_argument('--num-envs', type=int, default=4, help='environments per rollout (default 4)')
-    x.add_argument('--seed', type=int, default=0)
+    x.add_argument('--learning-rate', type=float, help='default 1e-4')
+    x.add_argument('--episodes', type=int, help='training budget on the target (default 50)')
+    x.add_argument('--num-envs', type=int, help='environments per rollout (default 4)')
+    x.add_argument('--seed', type=int, help='default 0')
     x.add_argument('--out', help='save the adapted model here')
     x.add_argument('--eval-episodes', type=int, default=10)
     x.add_argument('--eval-seed', type=int, default=1000)
@@ -462,24 +664,31 @@ def _add_meta_parsers(sub):
     "meta and adapt."
     m = sub.add_parser('meta', help='meta-train a policy on a task distribution, then adapt it to held-out tasks and '
                        'print the table')
-    m.add_argument('--algorithm', default='fomaml', choices=['maml', 'fomaml', 'implicit_fomaml'],
-                   help='meta-learner (default fomaml)')
-    m.add_argument('--inner-lr', type=float, default=0.5, help='policy-gradient step size of adaptation (default 0.5, '
+    d = _META_ARGS
+    m.add_argument('--config', help='meta settings (MetaSettings names, and iterations, task_distribution, '
+                   'eval_episodes, eval_seed) as a JSON object, or a JSON or YAML file; flags win')
+    m.add_argument('--algorithm', choices=['maml', 'fomaml', 'implicit_fomaml'],
+                   help=f"meta-learner (default {d['algorithm']})")
+    m.add_argument('--inner-lr', type=float, help=f"policy-gradient step size of adaptation (default {d['inner_lr']}, "
                    "measured on the default distribution; with normalised advantages the spec's 0.01 barely moves "
                    'the policy)')
-    m.add_argument('--outer-lr', type=float, default=0.001, help='Adam step size of the meta-update (default 0.001)')
-    m.add_argument('--adaptation-steps', type=int, default=1, help='inner steps while meta-training (default 1; later '
-                   'steps reuse the support episodes, importance-weighted)')
-    m.add_argument('--meta-batch-size', type=int, default=6, help='tasks per meta-update (default 6)')
-    m.add_argument('--iterations', type=int, default=100, help='meta-updates (default 100, about a minute on 2 cores)')
-    m.add_argument('--task-distribution', help="task_distribution as a JSON object or file (default: the spec's)")
-    m.add_argument('--trajectories', type=int, default=20,
-                   help='episodes per task per support, query and adaptation step (default 20)')
-    m.add_argument('--test-steps', type=int, default=5, help='adaptation steps measured on held-out tasks (default 5)')
-    m.add_argument('--held-out', type=int, default=8, help='held-out tasks to measure (default 8)')
-    m.add_argument('--eval-episodes', type=int, default=5, help='HPA evaluation episodes per held-out task (default 5)')
-    m.add_argument('--seed', type=int, default=0, help='initial policy, task draws and episodes (default 0)')
-    m.add_argument('--eval-seed', type=int, default=1000, help='seed of the held-out episodes (default 1000)')
+    m.add_argument('--outer-lr', type=float, help=f"Adam step size of the meta-update (default {d['outer_lr']})")
+    m.add_argument('--adaptation-steps', type=int, help=f"inner steps while meta-training (default "
+                   f"{d['adaptation_steps']}; later steps reuse the support episodes, importance-weighted)")
+    m.add_argument('--meta-batch-size', type=int, help=f"tasks per meta-update (default {d['meta_batch_size']})")
+    m.add_argument('--iterations', type=int,
+                   help=f"meta-updates (default {d['iterations']}, about a minute on 2 cores)")
+    m.add_argument('--task-distribution', help="task_distribution as a JSON object, or a JSON or YAML file "
+                   "(default: the spec's)")
+    m.add_argument('--trajectories', type=int,
+                   help=f"episodes per task per support, query and adaptation step (default {d['trajectories']})")
+    m.add_argument('--test-steps', type=int,
+                   help=f"adaptation steps measured on held-out tasks (default {d['test_steps']})")
+    m.add_argument('--held-out', type=int, help=f"held-out tasks to measure (default {d['held_out']})")
+    m.add_argument('--eval-episodes', type=int,
+                   help=f"HPA evaluation episodes per held-out task (default {d['eval_episodes']})")
+    m.add_argument('--seed', type=int, help=f"initial policy, task draws and episodes (default {d['seed']})")
+    m.add_argument('--eval-seed', type=int, help=f"seed of the held-out episodes (default {d['eval_seed']})")
     m.add_argument('--out', default='meta.pt', help='where to save the meta-learned policy (default meta.pt)')
     m.add_argument('--json', action='store_true', help='print one JSON object')
     m.set_defaults(func=_meta)
@@ -532,22 +741,18 @@ def _add_bench_parsers(sub):
     r.add_argument('--quick', action='store_true', help='every part at a smoke-test size (a few minutes)')
     r.add_argument('--warm-start-fraction', type=float, default=2 / 3, help='also meta-learn from the multi-task PPO '
                    'run forked at this share of its budget (default 2/3; 0: skip)')
-    for t in (p, m, r): t.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
-    for t in (m, r):
-        t.add_argument('--seeds', help='comma-separated training seeds (default: --seed); the targets use their mean')
     q = target('sequential', 'PPO on KubeMEC-v1 against the Kubernetes HPA (15 s sync), Holt forecasting, greedy and '
                'an MPC oracle on the same episodes', _bench_sequential)
     q.add_argument('--episodes', type=int, default=6000, help="PPO's budget per training seed (default 6000)")
     q.add_argument('--quick', action='store_true', help='64 PPO episodes, 2 evaluation episodes of an hour')
-    q.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
-    q.add_argument('--seeds', help='comma-separated training seeds (default: --seed)')
-    q.add_argument('--workers', type=int, default=1, help='processes for the seeds (default 1)')
     c = target('compare', 'transfer, MAML, FOMAML and implicit FOMAML on the same KubeMEC-v1 tasks and budget: the '
                "product document's comparison table, measured", _bench_compare)
     c.add_argument('--quick', action='store_true', help='every part at a smoke-test size (about a minute)')
-    c.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
-    c.add_argument('--seeds', help='comma-separated training seeds (default: --seed)')
-    c.add_argument('--workers', type=int, default=1, help='processes for the seeds (default 1)')
+    for t in (p, m, r, q, c): t.add_argument('--seed', type=int, default=0, help='training seed (default 0)')
+    for t in (m, r, q, c):
+        t.add_argument('--seeds', help='comma-separated training seeds (default: --seed)' +
+                       ('; the targets use their mean' if t in (m, r) else ''))
+    for t in (q, c): t.add_argument('--workers', type=int, default=1, help='processes for the seeds (default 1)')
     a = target('api', 'the REST server: create and get latency under concurrent clients, PPO through the server '
                'against direct', _bench_api)
     a.add_argument('--quick', action='store_true', help='4 clients x 3 requests, 8 episodes on tiny (a smoke test)')
@@ -678,7 +883,13 @@ def main(argv:Sequence[str]|None=None) -> int:
     except ValueError as e: parser.error(str(e))
     setup_logging(args.log_level)
     for k in ('episodes', 'eval_episodes'):
-        if getattr(args, k, 1) < 1: parser.error(f"--{k.replace('_', '-')} must be at least 1")
+        if getattr(args, k, None) is not None and getattr(args, k) < 1:
+            parser.error(f"--{k.replace('_', '-')} must be at least 1")
     try: return args.func(args)
     except ValueError as e:
         print(f'lwmecps-nb: error: {e}', file=sys.stderr); return 2
+    except ModuleNotFoundError as e:  # an optional package: name the extra that installs it
+        from lwmecps_nb.core import missing_extra
+        msg = missing_extra(e, f'lwmecps-nb {args.command}' if getattr(args, 'command', None) else 'this command')
+        if msg is None: raise
+        print(f'lwmecps-nb: error: {msg}', file=sys.stderr); return 2

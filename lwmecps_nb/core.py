@@ -6,16 +6,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import BeforeValidator, Strict, ValidationError
 
 # %% auto #0
-__all__ = ['DEFAULT_SERVER_PORT', 'Settings', 'check_api_token', 'read_token_file', 'get_settings', 'auth_headers', 'get_logger',
-           'setup_logging', 'seed_everything', 'package_data_path']
+__all__ = ['DEFAULT_SERVER_PORT', 'IntSetting', 'FloatSetting', 'EXTRA_OF_MODULE', 'Settings', 'check_api_token',
+           'read_token_file', 'get_settings', 'auth_headers', 'get_logger', 'setup_logging', 'seed_everything',
+           'package_data_path', 'validation_message', 'missing_extra']
 
 # %% ../nbs/00_core.ipynb #a975aa83
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Settings:
     kubeconfig: str|None = None  # `KUBECONFIG`; None means the client's own default (~/.kube/config)
     home: Path = Path('~/.lwmecps_nb').expanduser()  # `LWMECPS_HOME`: models, embedded database, runs
     api_token: str|None = field(default=None, repr=False)  # `LWMECPS_API_TOKEN` (or `..._FILE`), never printed
+    checkpoint_s: float = 30.0  # `LWMECPS_CHECKPOINT_S`: a server's training task checkpoints at least this often
 
     @property
     def effective_wandb_mode(self) -> str:
@@ -64,7 +69,8 @@ def read_token_file(path:str|Path, # a file holding only the token, e.g. a mount
 # %% ../nbs/00_core.ipynb #3dc27513
 _ENV_NAMES = dict(mongodb_url='MONGODB_URL', mongodb_database='MONGODB_DATABASE', wandb_project='WANDB_PROJECT',
                   wandb_entity='WANDB_ENTITY', wandb_mode='WANDB_MODE', wandb_api_key='WANDB_API_KEY',
-                  kubeconfig='KUBECONFIG', home='LWMECPS_HOME', api_token='LWMECPS_API_TOKEN')
+                  kubeconfig='KUBECONFIG', home='LWMECPS_HOME', api_token='LWMECPS_API_TOKEN',
+                  checkpoint_s='LWMECPS_CHECKPOINT_S')
 _WANDB_MODES = ('online', 'offline', 'disabled', 'dryrun', 'run', 'shared')
 
 def get_settings(environ:dict|None=None, # mapping to read instead of `os.environ`
@@ -75,6 +81,12 @@ def get_settings(environ:dict|None=None, # mapping to read instead of `os.enviro
     for f in fields(Settings):
         v = env.get(_ENV_NAMES[f.name], '').strip()
         if v: kw[f.name] = Path(v).expanduser() if f.name == 'home' else v
+    if 'checkpoint_s' in kw:
+        try: kw['checkpoint_s'] = float(kw['checkpoint_s'])
+        except ValueError: kw['checkpoint_s'] = math.nan
+        if not kw['checkpoint_s'] >= 0:
+            raise ValueError(f"LWMECPS_CHECKPOINT_S={env['LWMECPS_CHECKPOINT_S']!r} must be seconds, 0 or more "
+                             '(0: after every update)')
     mode = kw.get('wandb_mode')
     if mode is not None and mode not in _WANDB_MODES:
         raise ValueError(f"WANDB_MODE={mode!r} is not a W&B mode; use one of {', '.join(_WANDB_MODES[:3])}")
@@ -134,3 +146,35 @@ def package_data_path(*parts:str) -> Path:
     p = Path(__file__).parent.joinpath('data', *parts)
     if not p.exists(): raise FileNotFoundError(f'package data file not found: {p}')
     return p
+
+# %% ../nbs/00_core.ipynb #3fef8ec7
+def _plain_integer(v): return int(v) if isinstance(v, np.integer) else v
+
+IntSetting = Annotated[int, BeforeValidator(_plain_integer), Strict()]  # an integer setting: never a bool, float or str
+FloatSetting = Annotated[float, Strict()]  # a real-number setting: ints and NumPy floats too, never a bool or str
+
+def validation_message(e:ValidationError, # what pydantic raised
+                       prefix:str='', # put before each field's name, e.g. 'hyperparameters.'
+                      ) -> str:
+    "One line per invalid field: `name: what is wrong (got value)`, the value's text cut to 80 characters."
+    lines = []
+    for err in e.errors():
+        name = prefix + '.'.join(str(p) for p in err['loc'])
+        got = '' if err['type'] in ('missing', 'value_error') else f" (got {repr(err.get('input'))[:80]})"
+        msg = err['msg'].removeprefix('Value error, ')
+        lines.append(f'{name}: {msg}{got}' if name else msg)
+    return '; '.join(lines)
+
+# %% ../nbs/00_core.ipynb #8a4fdb27
+EXTRA_OF_MODULE = {  # optional top-level modules -> the extra that installs them
+    **dict.fromkeys(('fastapi', 'uvicorn', 'starlette', 'pymongo', 'bson', 'gridfs', 'nx_27017', 'filelock'), 'server'),
+    **dict.fromkeys(('kubernetes', 'prometheus_client', 'urllib3'), 'k8s'), 'wandb': 'tracking',
+    'ipywidgets': 'widgets', **dict.fromkeys(('stable_baselines3', 'torchopt', 'httpx'), 'bench'), 'ray': 'ray'}
+
+def missing_extra(e:ModuleNotFoundError, # what an import raised
+                  what:str='this', # the feature, e.g. "lwmecps-nb serve"
+                 ) -> str|None:
+    "The message for an optional package that is not installed (which extra to install), or None for any other."
+    extra = EXTRA_OF_MODULE.get((e.name or '').split('.')[0])
+    if extra is None: return None
+    return f'{what} needs {e.name}, which is not installed: pip install "lwmecps_nb[{extra}]"'

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
 from fastcore.basics import patch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .core import get_logger
+from .core import FloatSetting, IntSetting, get_logger
 from .tasks import TaskDistribution, backend_of, make_vector_env, spec_from_config
 from .envs import DEFAULT_EPISODE_STEPS, KubeMECVectorEnv
 from .policies import ActorCritic
@@ -24,13 +25,13 @@ from .meta import MetaLearner
 log = get_logger('meta_rl')
 
 # %% auto #0
-__all__ = ['log', 'ADAPTATION_FLOOR', 'LOW_ADAPTATION_ACCURACY', 'META_LOSS_WINDOW', 'RolloutConfig', 'default_rollout',
-           'Episodes', 'sample_episodes', 'linear_baseline', 'advantages', 'policy_gradient_loss', 'ClusterTaskSource',
-           'EnvConfigTaskSource', 'Navigation2DVectorEnv', 'GaussianMLPPolicy', 'NavigationTask',
+__all__ = ['log', 'ADAPTATION_FLOOR', 'LOW_ADAPTATION_ACCURACY', 'META_LOSS_WINDOW', 'META_DEFAULTS', 'RolloutConfig',
+           'default_rollout', 'Episodes', 'sample_episodes', 'linear_baseline', 'advantages', 'policy_gradient_loss',
+           'ClusterTaskSource', 'EnvConfigTaskSource', 'Navigation2DVectorEnv', 'GaussianMLPPolicy', 'NavigationTask',
            'Navigation2DTaskSource', 'RLTask', 'RLMetaBatch', 'MetaRLTasks', 'policy_gradient_step',
            'adaptation_returns', 'adaptation_evaluation', 'MetaRLResult', 'meta_train_rl', 'pretrain_rl',
            'rl_adaptation_metrics', 'reference_returns', 'scratch_returns', 'held_out_metrics', 'meta_loss_trend',
-           'meta_advice']
+           'meta_advice', 'MetaSettings']
 
 # %% ../nbs/10_meta_rl.ipynb #cb547ae8
 @dataclass
@@ -659,3 +660,39 @@ def meta_advice(meta_losses:Sequence[float], # meta_loss per iteration
             f"lower outer_lr (now {config.get('outer_lr')}) "
             f"or increase meta_batch_size (now {config.get('meta_batch_size')})")
     return out
+
+# %% ../nbs/10_meta_rl.ipynb #ab88ff7e
+class MetaSettings(BaseModel):
+    "A meta-learning run's settings on a task distribution: algorithm, step sizes, batch sizes, what is measured."
+    model_config = ConfigDict(extra='forbid')
+    meta_algorithm: Literal['maml', 'fomaml', 'implicit_fomaml'] = Field(
+        'fomaml', description='second-order MAML, first-order MAML, or implicit-gradient FOMAML')
+    inner_lr: FloatSetting = Field(0.5, gt=0, allow_inf_nan=False, description='step size of the adaptation steps')
+    outer_lr: FloatSetting = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam's step size for the meta-update")
+    adaptation_steps: IntSetting = Field(1, ge=1, le=50, description='inner policy-gradient steps per task in training')
+    meta_batch_size: IntSetting = Field(6, ge=1, le=64, description='tasks per meta-iteration')
+    use_implicit_gradients: bool = Field(False, strict=True,
+                                         description='implicit gradients (with fomaml: implicit FOMAML runs)')
+    trajectories: IntSetting = Field(20, ge=1, le=200,
+                                     description='episodes per task per support, query and adaptation step')
+    held_out_tasks: IntSetting = Field(4, ge=0, le=64, description='held-out tasks measured at the end (0: none)')
+    test_steps: IntSetting = Field(5, ge=1, le=50,
+                                   description='adaptation steps measured on held-out tasks (and a target cluster)')
+    scratch_episodes: IntSetting = Field(100, ge=0, le=100_000,
+                                         description='PPO-from-scratch reference per held-out task (0: none)')
+    seed: IntSetting = Field(0, ge=0, le=2**31 - 1, description='initial policy, task draws and episodes')
+
+    @model_validator(mode='after')
+    def _implicit(self):
+        if self.use_implicit_gradients and self.meta_algorithm == 'maml':
+            raise ValueError("use_implicit_gradients selects implicit_fomaml and cannot be combined with "
+                             "meta_algorithm 'maml'; use meta_algorithm 'fomaml' with use_implicit_gradients, "
+                             "or 'implicit_fomaml'")
+        return self
+
+    @property
+    def algorithm_run(self) -> str:
+        "The algorithm that runs: implicit FOMAML when implicit gradients are asked for."
+        return 'implicit_fomaml' if self.use_implicit_gradients else self.meta_algorithm
+
+META_DEFAULTS = MetaSettings().model_dump()  # the defaults as a dict

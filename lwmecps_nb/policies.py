@@ -78,11 +78,18 @@ class ActorCritic(nn.Module):
     @property
     def architecture(self) -> dict:
         "Everything needed to rebuild the network (see `from_architecture`)."
+        n = self.normalizer  # its clip and eps only where they are not the defaults (e.g. an SB3 VecNormalize's)
+        extra = {k: getattr(n, k) for k, d in (('clip', 5.0), ('eps', 1e-8)) if getattr(n, k) != d}
         return dict(obs_size=self.obs_size, action_nvec=list(self.action_nvec), hidden=list(self.hidden),
-                    activation=self.activation)
+                    activation=self.activation, **{f'obs_{k}': float(v) for k, v in extra.items()})
 
     @classmethod
-    def from_architecture(cls, arch:dict) -> ActorCritic: return cls(**arch)
+    def from_architecture(cls, arch:dict) -> ActorCritic:
+        arch = dict(arch)
+        norm = {k: arch.pop(f'obs_{k}') for k in ('clip', 'eps') if f'obs_{k}' in arch}
+        model = cls(**arch)
+        for k, v in norm.items(): setattr(model.normalizer, k, v)
+        return model
 
     @classmethod
     def for_env(cls, env, **kwargs) -> ActorCritic:

@@ -6,18 +6,21 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
+import pickle
 import time
-from dataclasses import dataclass, asdict, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from fastcore.basics import patch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .core import get_logger, seed_everything
+from .core import FloatSetting, IntSetting, get_logger, seed_everything, validation_message
 from .cluster import ClusterSpec
 from .envs import EpisodeStats
 from .tasks import backend_of, make_vector_env, spec_from_config, ENV_OPTIONS
@@ -26,77 +29,82 @@ from .policies import ActorCritic, TorchPolicy
 log = get_logger('ppo')
 
 # %% auto #0
-__all__ = ['log', 'MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'PPOConfig', 'RunningStd', 'gae', 'PPOTrainer', 'save_model',
-           'LoadedModel', 'check_compatible', 'load_model', 'TrainResult', 'train_ppo', 'policy_from']
+__all__ = ['log', 'MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'TRAINING_STATE_VERSION', 'PPOHyperparameters', 'PPOConfig',
+           'RunningStd', 'gae', 'PPOTrainer', 'save_model', 'LoadedModel', 'check_compatible', 'load_model',
+           'resume_ppo', 'TrainResult', 'train_ppo', 'policy_from']
 
 # %% ../nbs/06_ppo.ipynb #7020061f
-@dataclass
-class PPOConfig:
-    "PPO hyperparameters (names from the original README)."
-    learning_rate: float = 3e-3  # Adam step size
-    discount_factor: float = 0.9  # gamma
-    gae_lambda: float = 0.95  # GAE lambda (`lambda` in dicts)
-    clip_epsilon: float = 0.2  # PPO ratio clip; also clips the value update
-    entropy_coef: float = 0.01  # entropy bonus weight
-    value_function_coef: float = 0.5  # value loss weight
-    n_steps: int = 96  # steps per environment per rollout
-    batch_size: int = 256  # minibatch size
-    n_epochs: int = 10  # passes over each rollout
-    device: str = 'cpu'  # torch device
-    total_episodes: int = 100  # training budget in episodes
-    seed: int = 0  # seeds torch, environments and sampling
-    num_envs: int = 16  # environments stepped together
-    max_grad_norm: float = 0.5  # gradient clipping
-    hidden: tuple = (64, 64)  # trunk widths of a new network
-    normalize_reward: bool = True  # divide rewards by a running std of the discounted return
-    anneal_lr: bool = True  # decay the learning rate linearly to 0 over `total_episodes`
+class PPOHyperparameters(BaseModel):
+    "PPO's hyperparameters (names from the original README), without the training budget."
+    model_config = ConfigDict(extra='forbid', populate_by_name=True, validate_assignment=True)
+    learning_rate: FloatSetting = Field(3e-3, gt=0, le=1, allow_inf_nan=False, description='Adam step size')
+    discount_factor: FloatSetting = Field(0.9, ge=0, le=1, description='gamma')
+    gae_lambda: FloatSetting = Field(0.95, ge=0, le=1, alias='lambda', description='GAE lambda')
+    clip_epsilon: FloatSetting = Field(0.2, gt=0, le=10, description='PPO ratio clip; also clips the value update')
+    entropy_coef: FloatSetting = Field(0.01, ge=0, le=100, description='entropy bonus weight')
+    value_function_coef: FloatSetting = Field(0.5, ge=0, le=100, description='value loss weight')
+    n_steps: IntSetting = Field(96, ge=1, le=100_000, description='steps per environment per rollout')
+    batch_size: IntSetting = Field(256, ge=1, le=1_000_000, description='minibatch size')
+    n_epochs: IntSetting = Field(10, ge=1, le=1_000, description='passes over each rollout')
+    device: str = Field('cpu', pattern=r'^(cpu|cuda(:\d+)?|mps)$', description="torch device: 'cpu' or 'cuda[:N]'")
+    seed: IntSetting = Field(0, ge=0, le=2**32 - 1, description='seeds torch, environments and sampling')
+    num_envs: IntSetting = Field(16, ge=1, le=65_536, description='environments stepped together')
+    max_grad_norm: FloatSetting = Field(0.5, gt=0, allow_inf_nan=False, description='gradient clipping')
+    hidden: tuple[IntSetting, ...] = Field((64, 64), min_length=1, max_length=16,
+                                          description='trunk widths of a new network (each 1..4096)')
+    normalize_reward: bool = Field(True, strict=True,
+                                   description='divide rewards by a running std of the discounted return')
+    anneal_lr: bool = Field(True, strict=True, description='decay the learning rate linearly to 0 over the budget')
 
-    def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.validate()
+    @model_validator(mode='before')
+    @classmethod
+    def _known(cls, d):
+        if isinstance(d, dict):
+            known = {n for n, f in cls.model_fields.items()} | {f.alias for f in cls.model_fields.values() if f.alias}
+            if unknown := set(d) - known:
+                raise ValueError(f"unknown PPO hyperparameter(s) {sorted(unknown)}; known: "
+                                 f"{sorted(known - {'gae_lambda'})}")
+        return d
 
-    def validate(self):
-        "Raise `ValueError` naming the first invalid field."
-        def pos(k, integer=False):
-            v = getattr(self, k)
-            number = isinstance(v, (int, np.integer) if integer else (int, float)) and not isinstance(v, bool)
-            ok = number and (integer or math.isfinite(v)) and v > 0
-            if not ok:
-                raise ValueError(f'{k} must be a positive {"integer" if integer else "finite number"}, got {v!r}')
-        for k in ('learning_rate', 'max_grad_norm', 'clip_epsilon'): pos(k)
-        for k in ('n_steps', 'batch_size', 'n_epochs', 'total_episodes', 'num_envs'): pos(k, integer=True)
-        for k in ('discount_factor', 'gae_lambda'):
-            v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and 0 <= v <= 1):
-                raise ValueError(f'{k if k != "gae_lambda" else "lambda"} must be in [0, 1], got {v!r}')
-        for k in ('entropy_coef', 'value_function_coef'):
-            v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f'{k} must be finite and non-negative, got {v!r}')
-        if not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
-            raise ValueError(f'seed must be a non-negative integer, got {self.seed!r}')
-        if not str(self.device).startswith(('cpu', 'cuda', 'mps')):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if str(self.device).startswith('cuda') and not torch.cuda.is_available():
-            raise ValueError(f'device {self.device!r} requested but CUDA is not available; use device="cpu"')
+    @field_validator('hidden', mode='before')
+    @classmethod
+    def _hidden(cls, v): return tuple(v) if isinstance(v, list) else v
+
+    @field_validator('hidden')
+    @classmethod
+    def _widths(cls, v):
+        if any(not 1 <= h <= 4096 for h in v): raise ValueError(f'every hidden width must be in 1..4096, got {v}')
+        return v
+
+    @field_validator('device')
+    @classmethod
+    def _cuda(cls, v):
+        if v.startswith('cuda') and not torch.cuda.is_available():
+            raise ValueError(f'device {v!r} requested but CUDA is not available; use device="cpu"')
+        return v
+
+class PPOConfig(PPOHyperparameters):
+    "PPO hyperparameters and the training budget."
+    total_episodes: IntSetting = Field(100, ge=1, le=10_000_000, description='training budget in episodes')
 
 # %% ../nbs/06_ppo.ipynb #5df78b12
 @patch
-def to_dict(self:PPOConfig) -> dict:
+def to_dict(self:PPOHyperparameters) -> dict:
     "The hyperparameters with the README's names (`lambda`)."
-    d = asdict(self); d['lambda'] = d.pop('gae_lambda'); d['hidden'] = list(self.hidden)
+    d = self.model_dump(by_alias=True); d['hidden'] = list(self.hidden)
     return d
 
 @patch(cls_method=True)
-def from_dict(cls:PPOConfig, d:dict) -> PPOConfig:
-    "From a dict with the README's names; unknown keys are an error."
-    d = dict(d)
-    if 'lambda' in d: d['gae_lambda'] = d.pop('lambda')
-    unknown = set(d) - {f.name for f in fields(cls)}
-    if unknown:
-        known = sorted({f.name for f in fields(cls)} - {'gae_lambda'} | {'lambda'})
-        raise ValueError(f'unknown PPO hyperparameter(s) {sorted(unknown)}; known: {known}')
-    return cls(**d)
+def from_dict(cls:PPOHyperparameters, d:dict) -> PPOHyperparameters:
+    "From a dict with the README's names; unknown keys and invalid values raise `ValueError` naming them."
+    if not isinstance(d, dict): raise ValueError(f'PPO hyperparameters must be a mapping of names to values, got {d!r}')
+    try: return cls.model_validate(d)
+    except ValidationError as e: raise ValueError(validation_message(e)) from None
+
+@patch
+def replace(self:PPOHyperparameters, **changes) -> PPOHyperparameters:
+    "A copy with `changes` applied, validated."
+    return type(self).from_dict({**self.model_dump(), **changes})
 
 # %% ../nbs/06_ppo.ipynb #8cf214a6
 class RunningStd:
@@ -146,7 +154,7 @@ class PPOTrainer:
         many = isinstance(env_config, (list, tuple))  # multi-task: one environment per config
         if not many and backend_of(env_config) != 'simulator' and c.num_envs != 1:
             log.info('a cluster backend is one environment: num_envs %d -> 1', c.num_envs)
-            self.config = c = replace(c, num_envs=1)
+            self.config = c = c.replace(num_envs=1)
         self.venv = make_vector_env(env_config, num_envs=None if many else c.num_envs, autoreset_mode='same_step')
         self.device = torch.device(c.device)
         self.model = (model or ActorCritic.for_env(self.venv, hidden=c.hidden)).to(self.device)
@@ -167,6 +175,7 @@ class PPOTrainer:
         self._stats = None
         self.stopped = False
         self._t0, self._bar = time.perf_counter(), None  # `train` restarts the clock and may show a bar
+        self._elapsed_before = 0.  # seconds of training before this process (a resumed run's)
 
     def set_trainable(self):
         "(Re)build the optimiser over the parameters that currently require gradients."
@@ -235,7 +244,8 @@ def _track(self:PPOTrainer, r, info, done):
         self.episodes_done += 1
         m = {'episode': self.episodes_done, 'episode_reward': ep['return'], 'latency_ms': ep['latency_ms'],
              'sla_violations': ep['sla_violations'], 'replicas': ep['replicas'],
-             'timesteps': int(self.steps_done + len(r)), 'wall_time_s': time.perf_counter() - self._t0}
+             'timesteps': int(self.steps_done + len(r)),
+             'wall_time_s': self._elapsed_before + time.perf_counter() - self._t0}
         self.history['episodes'].append(m)
         if self._bar is not None: self._bar.update(1); self._bar.set_postfix(ret=f"{ep['return']:.1f}")
         if self.callback is not None and self.callback(m) is False: self.stopped = True
@@ -291,9 +301,13 @@ def update(self:PPOTrainer, batch:dict) -> dict:
 @patch
 def train(self:PPOTrainer, progress:bool=True, # show a tqdm bar
           before_update:Callable[[PPOTrainer], None]|None=None, # called before each rollout (e.g. to unfreeze layers)
+          checkpoint_path:str|Path|None=None, # write a resumable checkpoint here (`save_checkpoint`)...
+          checkpoint_every:int=10, # ...after every this many updates, and at the end
          ) -> ActorCritic:
     "Collect and update until `total_episodes` episodes are done (or the callback stops it)."
     c = self.config
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
+        raise ValueError(f'checkpoint_every must be a positive integer, got {checkpoint_every!r}')
     self._t0 = time.perf_counter()
     self._bar = None
     if progress:
@@ -307,6 +321,8 @@ def train(self:PPOTrainer, progress:bool=True, # show a tqdm bar
                 lr = c.learning_rate * (1 - self.episodes_done / c.total_episodes)
                 for g in self.optimizer.param_groups: g['lr'] = lr
             stats = self.update(self.collect())
+            if checkpoint_path is not None and self.updates_done % checkpoint_every == 0:
+                self.save_checkpoint(checkpoint_path)
             if self.episodes_done > before:
                 last = self.history['episodes'][-1]
                 log.info(f"PPO episode {self.episodes_done}/{c.total_episodes}: return={last['episode_reward']:.2f} "
@@ -314,7 +330,8 @@ def train(self:PPOTrainer, progress:bool=True, # show a tqdm bar
                          f"entropy={stats['entropy']:.2f}")
     finally:
         if self._bar is not None: self._bar.close()
-    self.wall_time_s = time.perf_counter() - self._t0
+    self.wall_time_s = self._elapsed_before + time.perf_counter() - self._t0
+    if checkpoint_path is not None: self.save_checkpoint(checkpoint_path)
     return self.model
 
 # %% ../nbs/06_ppo.ipynb #11b7b71c
@@ -328,6 +345,7 @@ def save_model(path:str|Path, # where to write (parent folders are created)
                hyperparameters:dict|None=None, # e.g. `PPOConfig.to_dict()`
                metrics:dict|None=None, # training history and evaluation results
                model_type:str='ppo', # what trained it
+               training_state:dict|None=None, # what resuming the run needs (`PPOTrainer.training_state`)
               ) -> Path:
     "Write a self-describing checkpoint."
     from lwmecps_nb import __version__
@@ -339,6 +357,7 @@ def save_model(path:str|Path, # where to write (parent folders are created)
                 env_spec=env_spec.to_dict() if env_spec is not None else None, env_options=dict(env_options or {}),
                 hyperparameters=dict(hyperparameters or {}), metrics=metrics or {},
                 package_version=__version__, created_at=_dt.datetime.now(_dt.timezone.utc).isoformat())
+    if training_state is not None: ckpt['training_state'] = training_state
     tmp = path.with_name(path.name + '.tmp')
     torch.save(ckpt, tmp)
     tmp.replace(path)  # never leave a half-written model behind
@@ -390,6 +409,86 @@ def load_model(path:str|Path, # a file written by `save_model`
     if env is not None: check_compatible(model, env, source=f'model {path.name}')
     return LoadedModel(model, ckpt)
 
+# %% ../nbs/06_ppo.ipynb #f49c68ca
+TRAINING_STATE_VERSION = 1
+
+@patch
+def model_env(self:PPOTrainer) -> tuple[ClusterSpec, dict]:
+    "The cluster model and environment options a checkpoint records (where it ran, a backend's address, is not kept)."
+    many = isinstance(self.env_config, (list, tuple))
+    spec, opts = (self.venv.specs[0], {}) if many else spec_from_config(self.env_config)
+    opts = {**{k: v for k, v in opts.items() if k in ENV_OPTIONS and not k.startswith('backend')},
+            'max_episode_steps': self.venv.max_episode_steps, **self.venv.weights}
+    return spec, opts
+
+def _jsonable_or_none(v):
+    try: json.dumps(v); return v
+    except (TypeError, ValueError): return None
+
+@patch
+def training_state(self:PPOTrainer) -> dict:
+    "What `resume` needs to continue this run exactly (see above)."
+    simulated = not isinstance(self.env_config, (list, tuple)) and backend_of(self.env_config) == 'simulator'
+    env = pickle.dumps(dict(venv=self.venv, obs=self._obs, ret=self._ret, disc=self._disc, stats=self._stats)) \
+        if simulated else None
+    return dict(version=TRAINING_STATE_VERSION, config=self.config.to_dict(), env_config=_jsonable_or_none(
+                    self.env_config), optimizer=self.optimizer.state_dict(),
+                trainable=[n for n, p in self.model.named_parameters() if p.requires_grad],
+                reward_std=[self.reward_std.mean, self.reward_std.var, self.reward_std.count],
+                generator=self.generator.get_state(), episodes_done=self.episodes_done, steps_done=self.steps_done,
+                updates_done=self.updates_done, wall_time_s=self._elapsed_before + time.perf_counter() - self._t0,
+                history=self.history, env=env)
+
+@patch
+def save_checkpoint(self:PPOTrainer, path:str|Path) -> Path:
+    "Write the model and the run's `training_state` (atomically: a crash never leaves half a file)."
+    spec, opts = self.model_env()
+    return save_model(path, self.model, spec, opts, self.config.to_dict(), {'history': self.history},
+                      training_state=self.training_state())
+
+# %% ../nbs/06_ppo.ipynb #7b1c5ad4
+@patch(cls_method=True)
+def resume(cls:PPOTrainer, path:str|Path, # a checkpoint `save_checkpoint` wrote
+           total_episodes:int|None=None, # a new budget (e.g. to train further); default the run's own
+           env_config=None, # default the run's own (required when it was not JSON, e.g. a list of tasks)
+           callback:Callable[[dict], bool|None]|None=None, # as for a new trainer
+          ) -> PPOTrainer:
+    "A trainer in the state the checkpoint recorded; `train` continues the run."
+    loaded = load_model(path)
+    st = loaded.checkpoint.get('training_state')
+    if st is None:
+        raise ValueError(f'{path} holds a model but no training state (it was saved after training, not during '
+                         'it); start a new run from it with train_ppo(model=...) instead')
+    if st['version'] > TRAINING_STATE_VERSION: raise ValueError(f'{path} was written by a newer lwmecps_nb')
+    same_env = env_config is None
+    env_config = st['env_config'] if same_env else env_config
+    if env_config is None: raise ValueError(f"{path}: the run's env_config was not saved; pass env_config")
+    budget = {} if total_episodes is None else {'total_episodes': total_episodes}
+    cfg = PPOConfig.from_dict({**st['config'], **budget})
+    tr = cls(env_config, cfg, model=loaded.model, callback=callback)
+    for n, p in tr.model.named_parameters(): p.requires_grad_(n in st['trainable'])
+    tr.set_trainable(); tr.optimizer.load_state_dict(st['optimizer'])
+    tr.reward_std.mean, tr.reward_std.var, tr.reward_std.count = st['reward_std']
+    tr.generator.set_state(st['generator'])
+    tr.episodes_done, tr.steps_done, tr.updates_done = st['episodes_done'], st['steps_done'], st['updates_done']
+    tr.history, tr._elapsed_before = st['history'], st['wall_time_s']
+    if st['env'] is not None and same_env:
+        e = pickle.loads(st['env'])
+        tr.venv, tr._obs, tr._ret, tr._disc, tr._stats = e['venv'], e['obs'], e['ret'], e['disc'], e['stats']
+    else: log.info('resuming %s with new episodes: the environment state was not saved or the env_config changed', path)
+    return tr
+
+def resume_ppo(path:str|Path, # a checkpoint `PPOTrainer.save_checkpoint` (or `lwmecps-nb train`) wrote
+               total_episodes:int|None=None, # a new budget; default the run's own
+               callback:Callable[[dict], bool|None]|None=None, progress:bool=True,
+               checkpoint_every:int=10, # keep checkpointing into `path` every this many updates
+              ) -> TrainResult:
+    "Continue an interrupted (or finished) PPO run from its checkpoint; `train_ppo`'s result."
+    tr = PPOTrainer.resume(path, total_episodes, callback=callback)
+    tr.train(progress=progress, checkpoint_path=path, checkpoint_every=checkpoint_every)
+    spec, opts = tr.model_env()
+    return TrainResult(tr.model, tr.config, spec, opts, tr.history, tr.wall_time_s)
+
 # %% ../nbs/06_ppo.ipynb #b749281c
 @dataclass
 class TrainResult:
@@ -415,11 +514,7 @@ def train_ppo(env_config='cluster-a', # preset name, env_config dict, task or sp
     "Train an actor-critic with PPO on the simulator, or on a cluster backend the env_config names."
     tr = PPOTrainer(env_config, config, model, callback)
     tr.train(progress=progress)
-    spec, opts = spec_from_config(env_config) if not isinstance(env_config, (list, tuple)) else (tr.venv.specs[0], {})
-    # the model's environment is the cluster model; where it was trained (a backend and its address) is not kept
-    opts = {**{k: v for k, v in opts.items() if k in ENV_OPTIONS and not k.startswith('backend')},
-            'max_episode_steps': tr.venv.max_episode_steps,
-            **tr.venv.weights}
+    spec, opts = tr.model_env()
     return TrainResult(tr.model, tr.config, spec, opts, tr.history, tr.wall_time_s)
 
 def policy_from(loaded:LoadedModel|ActorCritic, name:str='ppo') -> TorchPolicy:

@@ -21,8 +21,8 @@ from .tracking import TrackedRun, Tracker, tracked_metrics
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'META_DEFAULTS', 'JOBS', 'JobContext', 'training_job', 'transfer_job', 'meta_algorithm_run', 'meta_job',
-           'evaluation_job', 'finite_or_none', 'TaskRunner']
+__all__ = ['log', 'JOBS', 'JobContext', 'training_job', 'transfer_job', 'meta_algorithm_run', 'meta_job', 'evaluation_job',
+           'finite_or_none', 'TaskRunner']
 
 # %% ../nbs/13_runner.ipynb #34383e4b
 @dataclass
@@ -89,23 +89,47 @@ def flush(self:JobContext) -> None:
 
 @patch
 def save_model(self:JobContext, path:str|Path) -> None:
-    "Store the model file at `path` in GridFS as this task's model."
-    data = Path(path).read_bytes()
-    self.store.save_model(self.kind, self.task_id, data, filename=f"{self.kind}-{self.task_id}.pt")
+    "Store the model file at `path` in GridFS as this task's model, and log it as a model artifact of the task's run."
+    data, name = Path(path).read_bytes(), f"{self.kind}-{self.task_id}.pt"
+    self.store.save_model(self.kind, self.task_id, data, filename=name)
+    self.run.log_model(path, file_name=name, metadata={'kind': self.kind, 'task_id': str(self.task_id),
+                                                       'task_name': self.doc.get('name')})
 
 # %% ../nbs/13_runner.ipynb #a1c9fcaf
 def _scratch_dir() -> Path: return Path(tempfile.mkdtemp(prefix='lwmecps-task-'))
 
+def _checkpointing(ctx:JobContext, path:Path, every_s:float):
+    "A `before_update` hook: at an update boundary, at least every `every_s` s, store a resumable checkpoint."
+    last = [time.monotonic()]
+    def hook(tr):
+        if tr.updates_done == 0 or time.monotonic() - last[0] < every_s: return
+        ctx.flush()  # the results up to the checkpoint are in the store before it is
+        tr.save_checkpoint(path)
+        ctx.store.save_checkpoint(ctx.kind, ctx.task_id, path.read_bytes(), tr.episodes_done)
+        last[0] = time.monotonic()
+    return hook
+
 def training_job(ctx:JobContext) -> dict:
-    "PPO on `config['env_config']` for `total_episodes` episodes; `config['hyperparameters']` are `PPOConfig` names."
-    from lwmecps_nb.ppo import PPOConfig, train_ppo
+    "PPO on `config['env_config']` for `total_episodes` episodes, checkpointed; a resumed task goes on from there."
+    from lwmecps_nb.core import get_settings
+    from lwmecps_nb.ppo import PPOConfig, PPOTrainer, TrainResult
     c = ctx.config
     if c.get('model_type', 'ppo') != 'ppo':
         raise ValueError(f"model_type {c.get('model_type')!r} is not supported; use 'ppo'")
-    pcfg = PPOConfig.from_dict({**c.get('hyperparameters', {}), 'total_episodes': ctx.doc['total_episodes']})
-    res = train_ppo(c.get('env_config', 'cluster-a'), pcfg, callback=ctx.callback, progress=False)
     d = _scratch_dir()
-    try: ctx.save_model(res.save(d / 'model.pt'))
+    try:
+        ckpt = d / 'checkpoint.pt'
+        if ctx.doc.get('resume_from_episode') is not None:  # `api.resume_task`: the checkpoint's run, on
+            data, ctx.episode = ctx.store.task_checkpoint(ctx.kind, ctx.task_id)
+            ckpt.write_bytes(data)
+            tr = PPOTrainer.resume(ckpt, ctx.doc['total_episodes'], callback=ctx.callback)
+            log.info('training task %s resumes at episode %d', ctx.task_id, ctx.episode)
+        else:
+            pcfg = PPOConfig.from_dict({**c.get('hyperparameters', {}), 'total_episodes': ctx.doc['total_episodes']})
+            tr = PPOTrainer(c.get('env_config', 'cluster-a'), pcfg, callback=ctx.callback)
+        tr.train(progress=False, before_update=_checkpointing(ctx, ckpt, get_settings().checkpoint_s))
+        res = TrainResult(tr.model, tr.config, *tr.model_env(), tr.history, tr.wall_time_s)
+        ctx.save_model(res.save(d / 'model.pt'))
     finally: shutil.rmtree(d, ignore_errors=True)
     r = res.episode_returns()
     return {'episodes': int(len(r)), 'model_layers': len(res.model.layers),
@@ -148,9 +172,7 @@ def transfer_job(ctx:JobContext) -> dict:
     return m
 
 # %% ../nbs/13_runner.ipynb #926b342b
-META_DEFAULTS = dict(meta_algorithm='fomaml', inner_lr=0.5, outer_lr=1e-3, adaptation_steps=1, meta_batch_size=6,
-                     use_implicit_gradients=False, trajectories=20, held_out_tasks=4, test_steps=5,
-                     scratch_episodes=100, seed=0)
+from .meta_rl import META_DEFAULTS  # `MetaSettings`' defaults: one definition, in meta_rl
 
 def meta_algorithm_run(config:dict, # a meta task's config (its request body's settings)
                       ) -> tuple[str, str]:

@@ -19,8 +19,9 @@ from .core import Settings, get_logger, get_settings
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'KINDS', 'STATES', 'FINAL_STATES', 'RESULTS', 'MODELS', 'TIME_FIELDS', 'EmbeddedMongo', 'connect',
-           'InvalidTaskId', 'TaskNotFound', 'TaskStateError', 'object_id', 'TaskStore', 'MemoryTaskStore']
+__all__ = ['log', 'KINDS', 'STATES', 'FINAL_STATES', 'RESULTS', 'MODELS', 'TIME_FIELDS', 'INTERRUPTED', 'RESUMABLE',
+           'EmbeddedMongo', 'connect', 'InvalidTaskId', 'TaskNotFound', 'TaskStateError', 'object_id', 'TaskStore',
+           'MemoryTaskStore']
 
 # %% ../nbs/12_store.ipynb #5c726842
 _LAUNCH = 'import sys; from nx_27017.nx_27017 import main; sys.argv[0] = "nx-27017"; sys.exit(main())'
@@ -329,15 +330,16 @@ def stop_requested(self:TaskStore, kind:str, task_id) -> bool:
 
 @patch
 def delete_task(self:TaskStore, kind:str, task_id) -> None:
-    "Delete a task that is not running, its results and its model file."
+    "Delete a task that is not running, its results, its model file and its checkpoint."
     oid = object_id(task_id)
     doc = self._coll(kind).find_one_and_delete({'_id': oid, 'state': {'$ne': 'running'}})
     if doc is None:
         self.get_task(kind, oid)
         raise TaskStateError(f'{kind} task {oid} is running; stop it before deleting it')
     self.db[RESULTS].delete_many({'task_id': _refers_to(oid)})
-    if doc.get('model_id') is not None:
-        with contextlib.suppress(gridfs.errors.NoFile): self.models.delete(doc['model_id'])
+    for field in ('model_id', 'checkpoint_id'):
+        if doc.get(field) is not None:
+            with contextlib.suppress(gridfs.errors.NoFile): self.models.delete(doc[field])
 
 # %% ../nbs/12_store.ipynb #4cce1d48
 @patch
@@ -413,15 +415,56 @@ def task_model(self:TaskStore, kind:str, task_id) -> bytes:
     if doc.get('model_id') is None: raise _no_model(kind, doc)
     return self.load_model(doc['model_id'])
 
+INTERRUPTED = 'interrupted by server restart'  # a task's error_message after its server died under it
+RESUMABLE = '; resumable from its checkpoint at episode {}: POST .../{{task_id}}/resume'
+
 @patch
 def recover_interrupted(self:TaskStore) -> int:
-    "Mark every task left `running` (by a server that died) failed, 'interrupted by server restart'; returns how many."
-    n = 0
+    "Mark every task left `running` (by a server that died) failed, `INTERRUPTED`; returns how many."
+    n, now = 0, _now()
     for coll in KINDS.values():
-        n += self.db[coll].update_many({'state': 'running'},
-                                       {'$set': {'state': 'failed', 'error_message': 'interrupted by server restart',
-                                                 'finished_at': _now(), 'updated_at': _now()}}).modified_count
+        for doc in self.db[coll].find({'state': 'running'}, {'checkpoint_episode': 1}):
+            msg = INTERRUPTED + (RESUMABLE.format(doc['checkpoint_episode']) if doc.get('checkpoint_episode') else '')
+            n += self.db[coll].update_one({'_id': doc['_id'], 'state': 'running'}, {'$set': {
+                'state': 'failed', 'error_message': msg, 'finished_at': now, 'updated_at': now}}).modified_count
     return n
+
+# %% ../nbs/12_store.ipynb #8a29216e
+@patch
+def save_checkpoint(self:TaskStore, kind:str, task_id, data:bytes, # the checkpoint file's bytes
+                    episode:int, # the episodes done when it was taken
+                   ) -> bson.ObjectId:
+    "Store a task's resumable checkpoint (`checkpoint_id`, `checkpoint_episode`), replacing and deleting the last."
+    oid = object_id(task_id)
+    old = self.get_task(kind, oid).get('checkpoint_id')
+    fid = self.models.upload_from_stream('checkpoint.pt', data, metadata={'task_id': str(oid), 'kind': kind,
+                                                                           'episode': int(episode)})
+    self.update_task(kind, oid, checkpoint_id=fid, checkpoint_episode=int(episode))
+    if old is not None:
+        with contextlib.suppress(gridfs.errors.NoFile): self.models.delete(old)
+    return fid
+
+@patch
+def task_checkpoint(self:TaskStore, kind:str, task_id) -> tuple[bytes, int]:
+    "(the checkpoint's bytes, its episode); `FileNotFoundError` when the task has none."
+    doc = self.get_task(kind, task_id)
+    if doc.get('checkpoint_id') is None:
+        raise FileNotFoundError(f"{kind} task {doc['_id']} has no checkpoint to resume from")
+    return self.load_model(doc['checkpoint_id']), int(doc['checkpoint_episode'])
+
+@patch
+def rewind(self:TaskStore, kind:str, task_id, episode:int, # keep the results up to this episode
+          ) -> dict:
+    "Forget the results after `episode` (a resumed run redoes them); the task's metric lists and progress follow."
+    oid = object_id(task_id)
+    d = self.get_task(kind, oid)
+    self.db[RESULTS].delete_many({'task_id': _refers_to(oid), 'episode': {'$gt': int(episode)}})
+    metrics = {}
+    for r in self.db[RESULTS].find({'task_id': _refers_to(oid)}).sort('episode', -1).limit(self.metrics_kept):
+        for k, v in r['metrics'].items(): metrics.setdefault(k, []).insert(0, v)
+    total = max(int(d['total_episodes']), 1)
+    return self.update_task(kind, oid, metrics=metrics, current_episode=int(episode),
+                            progress=round(100.0 * min(int(episode), total) / total, 2))
 
 # %% ../nbs/12_store.ipynb #77d5009c
 class MemoryTaskStore:
@@ -506,7 +549,8 @@ def delete_task(self:MemoryTaskStore, kind:str, task_id) -> None:
             raise TaskStateError(f"{kind} task {doc['_id']} is running; stop it before deleting it")
         del self._coll(kind)[doc['_id']]
         self._results.pop(doc['_id'], None)
-        if doc.get('model_id') is not None: self._models.pop(doc['model_id'], None)
+        for field in ('model_id', 'checkpoint_id'):
+            if doc.get(field) is not None: self._models.pop(doc[field], None)
 
 # %% ../nbs/12_store.ipynb #13395210
 @patch
@@ -570,3 +614,35 @@ def task_model(self:MemoryTaskStore, kind:str, task_id) -> bytes:
 def recover_interrupted(self:MemoryTaskStore) -> int:
     "Nothing outlives the process here, so no task can have been left running: 0."
     return 0
+
+@patch
+def save_checkpoint(self:MemoryTaskStore, kind:str, task_id, data:bytes, episode:int) -> bson.ObjectId:
+    fid = bson.ObjectId()
+    with self._lock:
+        doc = self._doc(kind, task_id)
+        old = doc.get('checkpoint_id')
+        self._models[fid] = bytes(data)
+        doc.update(checkpoint_id=fid, checkpoint_episode=int(episode), updated_at=_now())
+        if old is not None: self._models.pop(old, None)
+    return fid
+
+@patch
+def task_checkpoint(self:MemoryTaskStore, kind:str, task_id) -> tuple[bytes, int]:
+    doc = self.get_task(kind, task_id)
+    if doc.get('checkpoint_id') is None:
+        raise FileNotFoundError(f"{kind} task {doc['_id']} has no checkpoint to resume from")
+    return self.load_model(doc['checkpoint_id']), int(doc['checkpoint_episode'])
+
+@patch
+def rewind(self:MemoryTaskStore, kind:str, task_id, episode:int) -> dict:
+    with self._lock:
+        doc = self._doc(kind, task_id)
+        rows = [r for r in self._results.get(doc['_id'], []) if r['episode'] <= int(episode)]
+        self._results[doc['_id']] = rows
+        metrics = {}
+        for r in sorted(rows, key=lambda r: r['episode'])[-self.metrics_kept:]:
+            for k, v in r['metrics'].items(): metrics.setdefault(k, []).append(v)
+        total = max(int(doc['total_episodes']), 1)
+        doc.update(metrics=metrics, current_episode=int(episode), updated_at=_now(),
+                   progress=round(100.0 * min(int(episode), total) / total, 2))
+        return copy.deepcopy(doc)

@@ -4,18 +4,20 @@
 
 # %% ../nbs/11_tracking.ipynb #298e1e2e
 from __future__ import annotations
-import math, re, uuid
+import json, math, re, struct, time, uuid, zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
+from fastcore.basics import patch
 
 from .core import Settings, get_logger, get_settings
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'public_config', 'tracked_metrics', 'metric_name', 'TrackedRun', 'Tracker']
+__all__ = ['log', 'public_config', 'tracked_metrics', 'metric_name', 'TrackedRun', 'Tracker', 'offline_records',
+           'offline_artifacts']
 
 # %% ../nbs/11_tracking.ipynb #bda7a084
 _SECRET = re.compile(r'(api[_-]?key|token|password|passwd|secret|credential|authorization)', re.I)
@@ -101,3 +103,83 @@ class Tracker:
                          dir=str(self.dir), reinit='create_new', settings=wandb.Settings(silent=True, console='off'))
         log.info('W&B run %s (%s) for %s task %s', run.id, self.mode, kind, task_id)
         return TrackedRun(run, self.mode)
+
+# %% ../nbs/11_tracking.ipynb #999adba0
+@patch
+def log_model(self:TrackedRun, path:str|Path, # the model file
+              name:str|None=None, # the artifact's name; default `model-<run id>`
+              metadata:dict|None=None, # e.g. the model type and environment (secrets are removed)
+              aliases:Sequence[str]=('latest',), # W&B aliases of this version
+              file_name:str|None=None, # the file's name inside the artifact; default its own
+             ):
+    "Log the model file at `path` as a W&B artifact of type `model` of this run; nothing when disabled."
+    if self._run is None or self.finished: return None
+    import wandb
+    path = Path(path)
+    if not path.is_file(): raise ValueError(f'log_model: model file not found: {path}')
+    art = wandb.Artifact(name or f'model-{self.id}', type='model', metadata=public_config(dict(metadata or {})))
+    try: art.add_file(str(path), name=file_name)  # copied to W&B's staging folder now
+    except OSError as e:  # a full disk or an unwritable WANDB_DATA_DIR loses the artifact, not the task
+        log.warning('W&B run %s: could not stage the model %s as an artifact: %s', self.id, path, e)
+        return None
+    return self._run.log_artifact(art, aliases=list(aliases))
+
+# %% ../nbs/11_tracking.ipynb #e393f32b
+_LOG_BLOCK, _LOG_HEADER = 32768, 7  # LevelDB log blocks, and the size of both the file header and a record header
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+def _wandb_file(path:str|Path) -> Path:
+    "The transaction log of a run given as the file, the run folder or its `files` folder (`TrackedRun.dir`)."
+    p = Path(path)
+    if p.is_file(): return p
+    for folder in (p, p.parent):
+        found = sorted(folder.glob('run-*.wandb')) if folder.is_dir() else []
+        if found: return found[0]
+    raise ValueError(f'{p}: no W&B transaction log (run-<id>.wandb) there; give an offline run folder')
+
+def offline_records(path:str|Path, # a run's `.wandb` file, its run folder, or its `files` folder
+                   ) -> Iterator:
+    "The run's records (`wandb_internal_pb2.Record`) in the order W&B wrote them."
+    from wandb.proto import wandb_internal_pb2 as pb
+    f = _wandb_file(path)
+    data = f.read_bytes()
+    ident, magic, _ = struct.unpack('<4sHB', data[:_LOG_HEADER]) if len(data) >= _LOG_HEADER else (b'', 0, 0)
+    if ident != b':W&B' or magic != 0xBEE1: raise ValueError(f'{f} is not a W&B transaction log (no :W&B header)')
+    pos, parts = _LOG_HEADER, []
+    while pos + _LOG_HEADER <= len(data):
+        left = _LOG_BLOCK - pos % _LOG_BLOCK
+        if left < _LOG_HEADER: pos += left; continue  # a block's zero-filled tail
+        crc, n, kind = struct.unpack('<IHB', data[pos:pos + _LOG_HEADER])
+        if kind == 0: pos += left; continue  # padding up to the next block
+        chunk = data[pos + _LOG_HEADER:pos + _LOG_HEADER + n]
+        if len(chunk) < n: break  # a record still being written
+        if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc: raise ValueError(f'{f}: corrupt record at byte {pos}')
+        pos += _LOG_HEADER + n
+        parts = [chunk] if kind in (_FULL, _FIRST) else parts + [chunk]
+        if kind in (_FULL, _LAST):
+            r = pb.Record(); r.ParseFromString(b''.join(parts)); parts = []
+            yield r
+
+def offline_artifacts(path:str|Path, # a run's `.wandb` file, its run folder, or its `files` folder
+                      wait_s:float=10.0, # wait this long for the end of a run that is still being written
+                     ) -> list[dict]:
+    "The artifacts a run logged, as `wandb sync` will upload them: name, type, digest, aliases, metadata, files."
+    deadline = time.monotonic() + wait_s
+    while True:  # W&B's own process writes the log, a moment after `finish` returns: wait for its exit record
+        records = list(offline_records(path))
+        if any(r.WhichOneof('record_type') == 'exit' for r in records) or time.monotonic() >= deadline: break
+        time.sleep(0.1)
+    out = []
+    for r in records:
+        if r.WhichOneof('record_type') != 'artifact': continue
+        a = r.artifact
+        out.append({'name': a.name, 'type': a.type, 'digest': a.digest, 'aliases': list(a.aliases),
+                    'metadata': json.loads(a.metadata) if a.metadata else {},
+                    'files': [{'path': e.path, 'size': e.size, 'digest': e.digest} for e in a.manifest.contents]})
+    return out
+
+# %% ../nbs/11_tracking.ipynb #9b95feda
+@patch
+def run_folder(self:Tracker, run_id:str) -> Path|None:
+    "The folder of this tracker's run `run_id` (offline or synced), or None."
+    return next(iter(sorted((self.dir / 'wandb').glob(f'*run-*-{run_id}'))), None)

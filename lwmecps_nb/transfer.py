@@ -130,7 +130,7 @@ class TransferConfig:
 
     def scratch_config(self) -> PPOConfig:
         "PPO hyperparameters of the from-scratch comparison: the same, but PPO's own learning rate unless set."
-        return replace(self.ppo_config(), learning_rate=self.scratch_learning_rate or PPOConfig().learning_rate)
+        return self.ppo_config().replace(learning_rate=self.scratch_learning_rate or PPOConfig().learning_rate)
 
     def to_dict(self) -> dict: return asdict(self)
 
@@ -148,9 +148,13 @@ class TransferResult:
     def returns(self) -> np.ndarray: return np.array([e['episode_reward'] for e in self.history['episodes']])
 
 def _source_model(source) -> tuple[ActorCritic, dict]:
+    "The source network (a copy) and its checkpoint from a network, a `LoadedModel`, a saved model or an SB3 PPO zip."
     if isinstance(source, ActorCritic): return copy.deepcopy(source), {}
     if isinstance(source, LoadedModel): return copy.deepcopy(source.model), source.checkpoint
-    loaded = load_model(source)
+    if str(source).endswith('.zip'):  # Stable-Baselines3's format, with `<stem>.vecnormalize.pkl` beside it if any
+        from lwmecps_nb.interop import load_sb3
+        loaded = load_sb3(source)
+    else: loaded = load_model(source)
     return loaded.model, loaded.checkpoint
 
 # %% ../nbs/08_transfer.ipynb #f57c1326
@@ -174,7 +178,7 @@ def scratch_reference(target_env_config, # the target: preset name, env_config d
     return out
 
 # %% ../nbs/08_transfer.ipynb #71e0582e
-def transfer_learn(source, # path of a saved model, a `LoadedModel`, or an `ActorCritic`
+def transfer_learn(source, # a saved model's path, a Stable-Baselines3 PPO zip, a `LoadedModel` or an `ActorCritic`
                    target_env_config, # the target: preset name, env_config dict, task or spec
                    config:TransferConfig|dict|None=None, # transfer hyperparameters
                    callback:Callable[[dict], bool|None]|None=None, # per-episode metrics; return False to stop

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from .api import BODIES, ROUTES, create_task, public_task, start_task, task_results
 from .core import DEFAULT_SERVER_PORT, auth_headers
-from .runner import META_DEFAULTS, TaskRunner
+from .meta_rl import META_DEFAULTS
+from .runner import TaskRunner
 from .store import FINAL_STATES, InvalidTaskId, MemoryTaskStore, TaskNotFound, TaskStateError, TaskStore
 from .tasks import PRESETS, TASK_DISTRIBUTIONS
 from .tracking import Tracker, metric_name

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 os.environ.setdefault('WANDB_MODE', 'offline')
 os.environ.setdefault('MPLBACKEND', 'Agg')
+# W&B stages offline artifacts under ~/.local/share/wandb until `wandb sync`: keep the tests' copies out of $HOME
+os.environ.setdefault('WANDB_DATA_DIR', tempfile.mkdtemp(prefix='lwmecps-wandb-data-'))
 
 
 def script(name: str) -> str:

@@ -129,7 +129,7 @@ def test_spec_example_over_http(server):
 def test_bad_requests_get_clear_errors(server):
     with httpx.Client(base_url=server, timeout=30) as c:
         r = c.post(f'{API}/meta-tasks', json={'inner_lr': -1})
-        assert r.status_code == 422 and 'inner_lr must be a positive finite number' in r.text
+        assert r.status_code == 422 and r.json()['detail'][0]['loc'] == ['body', 'inner_lr'] and 'greater than 0' in r.text
         r = c.post(f'{API}/meta-tasks', json={'meta_algorithm': 'reptile'})
         assert r.status_code == 422 and 'meta_algorithm' in r.text
         r = c.post(f'{API}/meta-tasks', json={'adaptation_steps': 0})
@@ -152,23 +152,40 @@ def test_bad_requests_get_clear_errors(server):
         assert c.delete(f"{API}/tasks/{t['id']}").status_code == 204
 
 
-def test_killed_server_leaves_no_task_running_forever(tmp_path):
-    port = _free_port()
-    proc, url = _serve(tmp_path, port)
+def test_killed_server_leaves_no_task_running_forever_and_the_task_resumes(tmp_path):
+    port, fast = _free_port(), {'LWMECPS_CHECKPOINT_S': '0'}  # checkpoint after every PPO update
+    proc, url = _serve(tmp_path, port, env=fast)
     try:
         with httpx.Client(base_url=url, timeout=30) as c:
-            t = c.post(f'{API}/tasks', json={'name': 'long', 'env_config': 'cluster-a', 'total_episodes': 100_000}).json()
+            t = c.post(f'{API}/tasks', json={'name': 'long', 'env_config': 'tiny', 'total_episodes': 100_000,
+                                             'hyperparameters': {'num_envs': 4}}).json()
             c.post(f"{API}/tasks/{t['id']}/start")
             deadline = time.monotonic() + 120
-            while c.get(f"{API}/tasks/{t['id']}").json()['current_episode'] < 1:
+            while (c.get(f"{API}/tasks/{t['id']}").json().get('checkpoint_episode') or 0) < 8:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         proc.kill(); proc.wait(timeout=30)  # a crash: no shutdown handler runs
-        proc, url = _serve(tmp_path, port)
+        proc, url = _serve(tmp_path, port, env=fast)
         with httpx.Client(base_url=url, timeout=30) as c:
             d = c.get(f"{API}/tasks/{t['id']}").json()
-            assert d['state'] == 'failed' and d['error_message'] == 'interrupted by server restart'
-            assert len(c.get(f"{API}/tasks/{t['id']}/results").json()['results']) >= 1  # what it recorded is kept
+            ck = d['checkpoint_episode']
+            assert d['state'] == 'failed' and d['error_message'] == (
+                f'interrupted by server restart; resumable from its checkpoint at episode {ck}: POST .../{{task_id}}/resume')
+            assert len(c.get(f"{API}/tasks/{t['id']}/results").json()['results']) >= ck  # what it recorded is kept
+            r = c.post(f"{API}/tasks/{t['id']}/resume")
+            assert r.status_code == 200 and r.json()['state'] == 'running', r.text
+            deadline = time.monotonic() + 120
+            while c.get(f"{API}/tasks/{t['id']}").json()['current_episode'] < ck + 8:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            c.post(f"{API}/tasks/{t['id']}/stop")
+            d = _until_done(c, f"{API}/tasks/{t['id']}", timeout=120)
+            rows = c.get(f"{API}/tasks/{t['id']}/results").json()['results']
+            assert d['state'] == 'cancelled' and [r['episode'] for r in rows] == list(range(1, len(rows) + 1))  # no gap, no repeat
+            assert c.post(f"{API}/tasks/{t['id']}/resume").status_code == 200  # a stopped run resumes too
+            c.post(f"{API}/tasks/{t['id']}/stop"); _until_done(c, f"{API}/tasks/{t['id']}", timeout=120)
+            m = c.post(f'{API}/meta-tasks', json={'total_episodes': 1}).json()
+            assert c.post(f"{API}/meta-tasks/{m['id']}/resume").status_code in (404, 405)  # training tasks only
     finally:
         proc.kill(); proc.wait(timeout=30)
         EmbeddedMongo(tmp_path / 'mongodb').stop()

@@ -433,6 +433,7 @@ def test_dockerfile_installs_cpu_torch_and_the_package_with_constraints():
     assert any(re.search(r'pip install .*-c constraints\.txt', r) for r in runs), \
         'the package is not installed with constraints.txt'
     assert any('pip wheel' in r for r in runs), 'no wheel is built'
+    assert any(re.search(r'\[server,k8s,tracking\]', r) for r in runs), 'the server image needs the server, k8s and tracking extras'
 
 
 def test_dockerfile_copies_only_what_exists_and_is_in_the_context():
