@@ -1056,7 +1056,7 @@ def _md_html(md:str) -> str:
 
 def _demo_charts(r:dict) -> dict[str, str]:
     "The report's four plots as SVG: PPO training, transfer curves, meta-training, adaptation."
-    from lwmecps_nb.widgets import svg_chart
+    from lwmecps_nb.stats import svg_chart
     b, ppo, tr, mt = r['budget'], r['ppo']['curve'], r['transfer'], r['meta']
     x = lambda v: list(range(1, len(v) + 1))
     its = [h['iteration'] for h in mt['history']]

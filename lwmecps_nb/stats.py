@@ -5,13 +5,14 @@
 # %% ../nbs/00a_stats.ipynb #b18652a6
 from __future__ import annotations
 
+import html
 import math
 from typing import Sequence
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['t_quantile_975', 'mean_ci', 'plus_minus', 'markdown_table']
+__all__ = ['COLORS', 't_quantile_975', 'mean_ci', 'plus_minus', 'markdown_table', 'svg_chart']
 
 # %% ../nbs/00a_stats.ipynb #2e510a62
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -46,3 +47,76 @@ def markdown_table(header:Sequence[str], # column names
     if bad: raise ValueError(f'rows {bad} do not have {len(header)} cells, one per column of {list(header)}')
     lines = [list(header), ['---'] * len(header), *rows]
     return '\n'.join('| ' + ' | '.join(str(c) for c in row) + ' |' for row in lines)
+
+# %% ../nbs/00a_stats.ipynb #8b6c7ade
+COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b')
+
+def _ticks(lo:float, hi:float, n:int=5, integer:bool=False) -> list[float]:
+    "About `n` round tick values covering [lo, hi] (steps of 1, 2 or 5 times a power of ten; whole steps if `integer`)."
+    span = hi - lo
+    if not span > 0: return [lo]
+    raw = max(span / max(n - 1, 1), 1.0 if integer else 0.0)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+def _fmt(v:float) -> str:
+    if not isinstance(v, float): return str(v)
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f'{v:.4g}'
+
+# %% ../nbs/00a_stats.ipynb #116d212b
+def svg_chart(series:dict[str, tuple[Sequence[float], Sequence[float]]], # label -> (x values, y values)
+              title:str='', xlabel:str='', ylabel:str='',
+              hlines:dict[str, float]|None=None, # label -> y of a dashed reference line
+              width:int=430, height:int=250,
+              max_points:int=800, # longer series are drawn with every k-th point (the last one kept)
+             ) -> str:
+    "A line chart as inline SVG: cheap to redraw many times a second from a thread, shown by any browser, no plotting."
+    hlines = {k: v for k, v in (hlines or {}).items() if v is not None and math.isfinite(v)}
+    pts = {k: [(float(x), float(y)) for x, y in zip(*xy) if math.isfinite(y)] for k, xy in series.items()}
+    xs, ys = [x for p in pts.values() for x, _ in p], [y for p in pts.values() for _, y in p] + list(hlines.values())
+    L, R, T, B = 58, 12, 26, 40
+    labels = list(pts) + list(hlines)  # the legend goes under the plot, in rows, so it never hides a curve
+    item_w = max(100, 30 + 6 * max((len(k) for k in labels), default=0))  # about 6 px per character at 11 px
+    per_row = max(1, (width - L) // item_w)
+    total_h = height + (16 * math.ceil(len(labels) / per_row) if labels else 0)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_h}" font-family="sans-serif" '
+           'font-size="11">',
+           f'<text x="{width / 2}" y="15" text-anchor="middle" font-size="13">{html.escape(title)}</text>']
+    if not xs:
+        out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">'
+                   'waiting for the first values</text></svg>')
+        return ''.join(out)
+    x0, x1 = min(xs), max(xs); y0, y1 = min(ys), max(ys)
+    if x1 == x0: x0, x1 = x0 - 1, x1 + 1
+    if y1 == y0: y0, y1 = y0 - 1, y1 + 1
+    pad = 0.05 * (y1 - y0); y0, y1 = y0 - pad, y1 + pad
+    px = lambda x: L + (x - x0) / (x1 - x0) * (width - L - R)
+    py = lambda y: height - B - (y - y0) / (y1 - y0) * (height - T - B)
+    out.append(f'<rect x="{L}" y="{T}" width="{width - L - R}" height="{height - T - B}" fill="none" stroke="#bbb"/>')
+    for t in _ticks(x0, x1, integer=all(float(x).is_integer() for x in xs)):
+        out.append(f'<text x="{px(t):.1f}" y="{height - B + 14}" text-anchor="middle">{_fmt(t)}</text>')
+    for t in _ticks(y0, y1):
+        out.append(f'<line x1="{L}" x2="{width - R}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#eee"/>'
+                   f'<text x="{L - 4}" y="{py(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+    out.append(f'<text x="{(L + width - R) / 2}" y="{height - 6}" text-anchor="middle">{html.escape(xlabel)}</text>'
+               f'<text transform="translate(12 {(T + height - B) / 2}) rotate(-90)" text-anchor="middle">'
+               f'{html.escape(ylabel)}</text>')
+    color = {k: COLORS[i % len(COLORS)] for i, k in enumerate(labels)}
+    for k, y in hlines.items():
+        out.append(f'<line x1="{L}" x2="{width - R}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="{color[k]}" '
+                   'stroke-dasharray="5 3"/>')
+    for k, p in pts.items():
+        if len(p) > max_points: p = p[::math.ceil(len(p) / max_points)] + [p[-1]]
+        if len(p) == 1: out.append(f'<circle cx="{px(p[0][0]):.1f}" cy="{py(p[0][1]):.1f}" r="3" fill="{color[k]}"/>')
+        elif p:
+            points = ' '.join(f'{px(x):.1f},{py(y):.1f}' for x, y in p)
+            out.append(f'<polyline fill="none" stroke="{color[k]}" stroke-width="1.6" points="{points}"/>')
+    for j, k in enumerate(labels):
+        lx, ly = L + item_w * (j % per_row), height + 16 * (j // per_row) + 4
+        dash = ' stroke-dasharray="5 3"' if k in hlines else ''
+        out.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color[k]}" '
+                   f'stroke-width="2"{dash}/><text x="{lx + 22}" y="{ly}">{html.escape(k)}</text>')
+    out.append('</svg>')
+    return ''.join(out)

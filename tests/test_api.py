@@ -253,3 +253,31 @@ def test_twenty_concurrent_clients(server):
         assert listing['total'] == 20 and sorted(d['id'] for d in listing['items']) == sorted(ids)
         assert all(d['state'] == 'completed' and d['current_episode'] == 2 for d in listing['items'])
         assert all(len(c.get(f'{API}/tasks/{i}/results').json()['results']) == 2 for i in ids)  # no lost or duplicated results
+
+
+def test_openapi_shows_every_hyperparameter_and_what_each_route_returns():
+    "The bodies and answers are typed: OpenAPI carries PPO's and meta-learning's settings with their bounds."
+    from lwmecps_nb.api import create_app
+    from lwmecps_nb.core import Settings
+    from lwmecps_nb.meta_rl import MetaSettings
+    from lwmecps_nb.ppo import PPOHyperparameters
+    from lwmecps_nb.runner import TaskRunner
+    from lwmecps_nb.store import MemoryTaskStore
+    store = MemoryTaskStore()
+    runner = TaskRunner(store, max_concurrent=1, recover=False)
+    try: spec = create_app(store=store, runner=runner, settings=Settings()).openapi()
+    finally: runner.shutdown(wait=True)
+    schemas = spec['components']['schemas']
+    hp = schemas['PPOHyperparameters']['properties']
+    assert set(hp) == {f.alias or n for n, f in PPOHyperparameters.model_fields.items()} and 'lambda' in hp
+    assert hp['learning_rate']['exclusiveMinimum'] == 0 and hp['n_epochs']['maximum'] == 1000 and hp['n_steps']['description']
+    meta = schemas['MetaTaskCreate']['properties']
+    assert set(MetaSettings.model_fields) <= set(meta) and meta['meta_batch_size']['maximum'] == 64
+    paths = spec['paths']
+    ok = lambda path, method, code: paths[path][method]['responses'][code]['content']['application/json']['schema']
+    assert ok('/api/training/tasks', 'post', '201') == {'$ref': '#/components/schemas/TaskOut'}
+    assert ok('/api/training/tasks', 'get', '200') == {'$ref': '#/components/schemas/TaskPage'}
+    assert ok('/api/training/meta-tasks/{task_id}/results', 'get', '200') == {'$ref': '#/components/schemas/TaskResults'}
+    assert ok('/api/training/tasks/{task_id}/resume', 'post', '200') == {'$ref': '#/components/schemas/TaskOut'}
+    assert '/api/training/meta-tasks/{task_id}/resume' not in paths  # only PPO runs checkpoint themselves
+    assert {'state', 'progress', 'config', 'model_id'} <= set(schemas['TaskOut']['properties'])
