@@ -18,7 +18,7 @@ from .tasks import spec_from_config
 
 # %% auto #0
 __all__ = ['PLACEMENTS', 'EpisodeClock', 'ScaleDownStabilizer', 'place_counts', 'scale_nearest', 'KubernetesHPA', 'holt_step',
-           'HoltForecastAutoscaler', 'ObservedGreedy', 'MPCOracle', 'evaluate_autoscalers']
+           'HoltForecastAutoscaler', 'ObservedGreedy', 'MPCOracle', 'evaluate_autoscalers', 'sequential_baselines']
 
 # %% ../nbs/07b_scalers.ipynb #fe91c181
 def _base(env): return getattr(env, 'unwrapped', env)
@@ -327,3 +327,9 @@ def evaluate_autoscalers(policies:Sequence[Policy], # each evaluated at its own 
         r.env = f'{spec.name} v1 @{step}s'
         out.append(r)
     return out
+
+def sequential_baselines() -> list[Policy]:
+    "The KubeMEC-v1 rules every comparison uses: Kubernetes HPA, Holt, greedy (two placements), static 4, MPC oracle."
+    from lwmecps_nb.baselines import StaticReplicas
+    return [KubernetesHPA(), HoltForecastAutoscaler(), ObservedGreedy(), ObservedGreedy(placement='incremental'),
+            StaticReplicas(4), MPCOracle()]

@@ -422,17 +422,14 @@ def bench_sequential(seeds:Sequence[int]=(0, 1, 2), # PPO training seeds
                      cluster:str='cluster-a', workers:int=1, # processes for the seeds
                     ) -> dict:
     "PPO on KubeMEC-v1 against the HPA (15 s sync), Holt forecasting, greedy and an MPC oracle on the same episodes."
-    from lwmecps_nb.autoscalers import (HoltForecastAutoscaler, KubernetesHPA, MPCOracle, ObservedGreedy,
-                                        evaluate_autoscalers)
-    from lwmecps_nb.baselines import StaticReplicas
+    from lwmecps_nb.autoscalers import evaluate_autoscalers, sequential_baselines
     from lwmecps_nb.envs import SEQUENTIAL_ENV_ID
     env_config = {'cluster': cluster, 'env_id': SEQUENTIAL_ENV_ID, 'max_episode_steps': minutes,
                   **({'dynamics': dynamics} if dynamics else {})}
     eval_kw = dict(dynamics=dynamics, episodes=eval_episodes, seed=eval_seed, minutes=minutes)
     ppo = run_seeds(_sequential_seed, seeds, workers=workers, episodes=episodes, env_config=env_config,
                     eval_kw=eval_kw)
-    rules = [KubernetesHPA(), HoltForecastAutoscaler(), ObservedGreedy(), ObservedGreedy(placement='incremental'),
-             StaticReplicas(4), MPCOracle()]
+    rules = sequential_baselines()
     baseline = {r.policy: r.episodes for r in evaluate_autoscalers(rules, cluster, **eval_kw)}
     hpa = baseline[rules[0].name]['return']
     def row(per_episode:dict) -> dict:  # metric -> (mean, CI) over episodes; and the paired gain over the HPA

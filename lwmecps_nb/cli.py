@@ -117,13 +117,6 @@ def _ppo_config(args):
     flags |= {k: v for k, v in (('total_episodes', args.episodes), ('seed', args.seed)) if v is not None}
     return PPOConfig.from_dict({**file, **flags})
 
-def _sequential_baselines() -> list:
-    "The KubeMEC-v1 baselines of `bench sequential`: Kubernetes HPA, Holt forecasting, greedy, static and MPC."
-    from lwmecps_nb.autoscalers import HoltForecastAutoscaler, KubernetesHPA, MPCOracle, ObservedGreedy
-    from lwmecps_nb.baselines import StaticReplicas
-    return [KubernetesHPA(), HoltForecastAutoscaler(), ObservedGreedy(), ObservedGreedy(placement='incremental'),
-            StaticReplicas(4), MPCOracle()]
-
 def _evaluation(model, env_config, episodes:int, seed:int, name:str='ppo') -> list:
     "The model's greedy policy, then every baseline, on the same episodes (seeds seed, seed + 1, ...)."
     from lwmecps_nb.baselines import baseline_policies, evaluate
@@ -135,7 +128,7 @@ def _evaluation(model, env_config, episodes:int, seed:int, name:str='ppo') -> li
     if opts.get('env_id') != SEQUENTIAL_ENV_ID:
         env = make_env(env_config)
         return [evaluate(p, env, episodes=episodes, seed=seed) for p in [mine, *baseline_policies(seed)]]
-    from lwmecps_nb.autoscalers import evaluate_autoscalers  # KubeMEC-v1: each policy at its own control interval
+    from lwmecps_nb.autoscalers import evaluate_autoscalers, sequential_baselines  # v1: each at its own interval
     mine.step_seconds = step = int(opts.get('step_seconds', 60))  # the model at the one it was trained at
     seconds = int(opts.get('max_episode_steps', SEQUENTIAL_EPISODE_STEPS)) * step
     start = opts.get('start', 'random')
@@ -144,7 +137,7 @@ def _evaluation(model, env_config, episodes:int, seed:int, name:str='ppo') -> li
               f'step_seconds ({step}) must be multiples of 60 s')
     where = {'spec': spec, 'start': start if start == 'random' else start * step // 60,  # minutes, as it takes them
              **{k: opts[k] for k in ('latency_weight', 'sla_weight', 'replica_cost') if k in opts}}
-    return evaluate_autoscalers([mine, *_sequential_baselines()], where, dynamics=opts.get('dynamics'),
+    return evaluate_autoscalers([mine, *sequential_baselines()], where, dynamics=opts.get('dynamics'),
                                 episodes=episodes, seed=seed, minutes=seconds // 60)
 
 def _summaries(results:list) -> dict:
