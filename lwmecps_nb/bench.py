@@ -798,7 +798,8 @@ def _task_seconds(client, body:dict, poll_s:float) -> tuple[float, float]:
     t = time.perf_counter()
     tid = client.post('/api/training/tasks', json=body).json()['id']
     client.post(f'/api/training/tasks/{tid}/start')
-    while (d := client.get(f'/api/training/tasks/{tid}').json())['state'] in ('pending', 'running'): time.sleep(poll_s)
+    while (d := client.get(f'/api/training/tasks/{tid}').json())['state'] in ('pending', 'queued', 'running'):
+        time.sleep(poll_s)
     seen = time.perf_counter() - t
     if d['state'] != 'completed':
         raise RuntimeError(f"the benchmark's training task ended {d['state']}: {d.get('error_message')}")

@@ -12,7 +12,7 @@ import time
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['QUICK_BENCH_API', 'log_level', 'build_parser', 'main']
+__all__ = ['QUICK_BENCH_API', 'writable_home', 'home_error', 'log_level', 'build_parser', 'main']
 
 # %% ../nbs/17_cli.ipynb #9f9bf160
 def _json_arg(text:str|None, what:str):
@@ -517,6 +517,36 @@ def _bench_api(args) -> int:
                                                  env_config=_json_arg(args.env_config, 'env-config'))
     return _print_result(args, bench_api(seed=args.seed, **kw), format_api_bench)
 
+# %% ../nbs/17_cli.ipynb #6d2e9f40
+def _home_problem(e:OSError, home:Path) -> str:
+    "One line for an OSError on the home folder: the variable, the path, why, and the fix."
+    import os
+    from pathlib import Path
+    where = f'LWMECPS_HOME={home}' if os.environ.get('LWMECPS_HOME', '').strip() else f'LWMECPS_HOME (unset: {home})'
+    at = f' at {e.filename}' if e.filename and Path(e.filename) != home else ''
+    return (f'{where} is not a folder this user can write ({e.strerror or type(e).__name__}{at}); set LWMECPS_HOME to '
+            'a writable folder (it holds the embedded database, models and W&B runs)')
+
+def writable_home(home:Path, # the home folder (`Settings.home`, LWMECPS_HOME)
+                 ) -> Path:
+    "`home`, created if missing and checked writable; else a ValueError naming LWMECPS_HOME, the path and the fix."
+    import tempfile
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home): pass
+    except OSError as e: raise ValueError(_home_problem(e, home)) from None
+    return home
+
+def home_error(e:OSError) -> str|None:
+    "The LWMECPS_HOME line for an OSError on the home folder (or one above or inside it), else None."
+    from pathlib import Path
+    from lwmecps_nb.core import get_settings
+    try: home = get_settings().home
+    except ValueError: return None
+    p = Path(e.filename) if isinstance(e.filename, (str, Path)) else None
+    if p is None or not (p == home or p in home.parents or home in p.parents): return None
+    return _home_problem(e, home)
+
 # %% ../nbs/17_cli.ipynb #f0069be6
 def _loopback(host:str) -> bool:
     "Whether `host` is this machine only: `localhost` or a loopback address (127.0.0.0/8, ::1)."
@@ -534,20 +564,31 @@ def _serve_token(args) -> str|None:
               'or LWMECPS_API_TOKEN (or LWMECPS_API_TOKEN_FILE), or pass --insecure to serve it unauthenticated')
     return token
 
+def _serve_hosts(host:str, allowed:Sequence[str]) -> tuple[str, ...]:
+    "The Host names the server answers: the settings' (LWMECPS_ALLOWED_HOSTS), and `--host` unless it binds all."
+    host = host.strip('[]')
+    return tuple(allowed) if host in ('0.0.0.0', '::', '') or host in allowed else (*allowed, host)
+
 def _serve(args) -> int:
     if args.max_concurrent < 1: _fail('--max-concurrent must be at least 1')
     if args.max_queued < 0: _fail('--max-queued must be at least 0')
     token = _serve_token(args)
+    from lwmecps_nb.core import get_settings
+    s = get_settings()
+    writable_home(s.home)  # before the server starts: its startup would bury the error in a traceback
+    hosts = _serve_hosts(args.host, s.allowed_hosts)
     import uvicorn
     from lwmecps_nb.api import create_app
     app = create_app(max_concurrent=args.max_concurrent, max_queued=args.max_queued, token=token,
-                     executor=args.executor)
+                     executor=args.executor, settings=s, allowed_hosts=hosts)
     if not token and not _loopback(args.host):
         print(f'lwmecps-nb: serving on {args.host} WITHOUT authentication (--insecure): anyone who can reach it can '
               'start, stop and delete tasks', file=sys.stderr)
     auth = 'bearer token required' if token else 'no authentication'
     print(f'lwmecps-nb API on http://{args.host}:{args.port} ({auth}; OpenAPI docs at /docs, probes at /livez and '
           '/readyz); Ctrl-C stops it and its running tasks', file=sys.stderr, flush=True)
+    print(f"lwmecps-nb: answering requests for Host {', '.join(hosts)} (LWMECPS_ALLOWED_HOSTS names more)",
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
@@ -555,7 +596,7 @@ def _db(args) -> int:
     from lwmecps_nb.core import get_settings
     from lwmecps_nb.store import EmbeddedMongo
     s = get_settings()
-    srv = EmbeddedMongo(s.home / 'mongodb')
+    srv = EmbeddedMongo(writable_home(s.home) / 'mongodb')
     if args.action == 'start': print(srv.start()); return 0
     if args.action == 'stop':
         print('stopped' if srv.stop() else 'not running'); return 0
@@ -885,4 +926,7 @@ def main(argv:Sequence[str]|None=None) -> int:
         from lwmecps_nb.core import missing_extra
         msg = missing_extra(e, f'lwmecps-nb {args.command}' if getattr(args, 'command', None) else 'this command')
         if msg is None: raise
+        print(f'lwmecps-nb: error: {msg}', file=sys.stderr); return 2
+    except OSError as e:  # a read-only or misplaced LWMECPS_HOME: one line, not a traceback
+        if (msg := home_error(e)) is None: raise
         print(f'lwmecps-nb: error: {msg}', file=sys.stderr); return 2

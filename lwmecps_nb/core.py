@@ -6,20 +6,22 @@
 from __future__ import annotations
 
 import logging
+import ipaddress
 import math
 import os
 import random
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Sequence
 
 import numpy as np
 from pydantic import BeforeValidator, Strict, ValidationError
 
 # %% auto #0
 __all__ = ['DEFAULT_SERVER_PORT', 'IntSetting', 'FloatSetting', 'EXTRA_OF_MODULE', 'Settings', 'check_api_token',
-           'read_token_file', 'get_settings', 'auth_headers', 'get_logger', 'setup_logging', 'seed_everything',
-           'package_data_path', 'validation_message', 'missing_extra']
+           'read_token_file', 'check_allowed_hosts', 'get_settings', 'auth_headers', 'get_logger', 'setup_logging',
+           'seed_everything', 'package_data_path', 'validation_message', 'missing_extra']
 
 # %% ../nbs/00_core.ipynb #a975aa83
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class Settings:
     home: Path = Path('~/.lwmecps_nb').expanduser()  # `LWMECPS_HOME`: models, embedded database, runs
     api_token: str|None = field(default=None, repr=False)  # `LWMECPS_API_TOKEN` (or `..._FILE`), never printed
     checkpoint_s: float = 30.0  # `LWMECPS_CHECKPOINT_S`: a server's training task checkpoints at least this often
+    heartbeat_s: float = 10.0  # `LWMECPS_HEARTBEAT_S`: a server marks its tasks alive this often (dead after 3x)
+    task_time_limit_s: float = 86_400.0  # `LWMECPS_TASK_TIME_LIMIT_S`: a task's default time limit (a day)
+    # `LWMECPS_ALLOWED_HOSTS` (comma-separated): the Host names the REST server answers to; '*' any
+    allowed_hosts: tuple[str, ...] = ('127.0.0.1', 'localhost', '::1')
 
     @property
     def effective_wandb_mode(self) -> str:
@@ -66,11 +72,33 @@ def read_token_file(path:str|Path, # a file holding only the token, e.g. a mount
     if not token: raise ValueError(f'{what}={p}: the token file is empty; put the token in it')
     return check_api_token(token, f'{what}={p}')
 
+# %% ../nbs/00_core.ipynb #d1f4bfaa
+_HOST_PATTERN = re.compile(r'\*|(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[?[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?\]?')
+
+def check_allowed_hosts(hosts:str|Sequence[str], # names, or one text of them separated by commas or spaces
+                        what:str='allowed_hosts', # where they came from, named in errors
+                       ) -> tuple[str, ...]:
+    "Host names a server answers to: names, IP addresses, `*.example.com` or `*` (any); no scheme, port or path."
+    names = hosts.replace(',', ' ').split() if isinstance(hosts, str) else [str(h).strip() for h in hosts]
+    if not names: raise ValueError(f"{what} is empty: name at least one host (e.g. localhost), or '*' for any")
+    for name in names:
+        ip6 = ':' in name
+        if ip6:
+            try: ipaddress.IPv6Address(name.strip('[]'))
+            except ValueError: ip6 = False
+        if not _HOST_PATTERN.fullmatch(name) or (':' in name and not ip6):
+            raise ValueError(f'{what}: {name!r} is not a host name; give names or addresses only, without a scheme, '
+                             'port or path (e.g. localhost,api.example.org,*.example.org)')
+    return tuple(names)
+
 # %% ../nbs/00_core.ipynb #3dc27513
 _ENV_NAMES = dict(mongodb_url='MONGODB_URL', mongodb_database='MONGODB_DATABASE', wandb_project='WANDB_PROJECT',
                   wandb_entity='WANDB_ENTITY', wandb_mode='WANDB_MODE', wandb_api_key='WANDB_API_KEY',
                   kubeconfig='KUBECONFIG', home='LWMECPS_HOME', api_token='LWMECPS_API_TOKEN',
-                  checkpoint_s='LWMECPS_CHECKPOINT_S')
+                  checkpoint_s='LWMECPS_CHECKPOINT_S', heartbeat_s='LWMECPS_HEARTBEAT_S',
+                  task_time_limit_s='LWMECPS_TASK_TIME_LIMIT_S', allowed_hosts='LWMECPS_ALLOWED_HOSTS')
+_SECONDS = {'checkpoint_s': (0., '0 or more (0: after every update)'), 'heartbeat_s': (1e-3, 'more than 0'),
+            'task_time_limit_s': (1e-3, 'more than 0')}  # the settings that are seconds: least value, its wording
 _WANDB_MODES = ('online', 'offline', 'disabled', 'dryrun', 'run', 'shared')
 
 def get_settings(environ:dict|None=None, # mapping to read instead of `os.environ`
@@ -81,12 +109,13 @@ def get_settings(environ:dict|None=None, # mapping to read instead of `os.enviro
     for f in fields(Settings):
         v = env.get(_ENV_NAMES[f.name], '').strip()
         if v: kw[f.name] = Path(v).expanduser() if f.name == 'home' else v
-    if 'checkpoint_s' in kw:
-        try: kw['checkpoint_s'] = float(kw['checkpoint_s'])
-        except ValueError: kw['checkpoint_s'] = math.nan
-        if not kw['checkpoint_s'] >= 0:
-            raise ValueError(f"LWMECPS_CHECKPOINT_S={env['LWMECPS_CHECKPOINT_S']!r} must be seconds, 0 or more "
-                             '(0: after every update)')
+    for name, (least, wording) in _SECONDS.items():
+        if name not in kw: continue
+        try: kw[name] = float(kw[name])
+        except ValueError: kw[name] = math.nan
+        if not least <= kw[name] < math.inf:
+            raise ValueError(f'{_ENV_NAMES[name]}={env[_ENV_NAMES[name]]!r} must be seconds, {wording}')
+    if 'allowed_hosts' in kw: kw['allowed_hosts'] = check_allowed_hosts(kw['allowed_hosts'], 'LWMECPS_ALLOWED_HOSTS')
     mode = kw.get('wandb_mode')
     if mode is not None and mode not in _WANDB_MODES:
         raise ValueError(f"WANDB_MODE={mode!r} is not a W&B mode; use one of {', '.join(_WANDB_MODES[:3])}")
@@ -167,7 +196,8 @@ def validation_message(e:ValidationError, # what pydantic raised
 
 # %% ../nbs/00_core.ipynb #8a4fdb27
 EXTRA_OF_MODULE = {  # optional top-level modules -> the extra that installs them
-    **dict.fromkeys(('fastapi', 'uvicorn', 'starlette', 'pymongo', 'bson', 'gridfs', 'nx_27017', 'filelock'), 'server'),
+    **dict.fromkeys(('fastapi', 'uvicorn', 'starlette', 'pymongo', 'bson', 'gridfs', 'nx_27017', 'filelock',
+                       'fastapi_offline'), 'server'),
     **dict.fromkeys(('kubernetes', 'prometheus_client', 'urllib3'), 'k8s'), 'wandb': 'tracking',
     'ipywidgets': 'widgets', **dict.fromkeys(('stable_baselines3', 'torchopt', 'httpx'), 'bench'), 'ray': 'ray'}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from fastcore.basics import patch
 
 from .core import get_logger
+from .runner import RunnerBase, _settings_default  # what both runners share: claims, heartbeats
 
 log = get_logger(__name__)
 
@@ -161,7 +162,7 @@ def run_task_on_worker(kind:str, # training, transfer, meta or evaluation
         store = TaskStore(client[database])
         store.update_task(kind, doc['_id'], worker={'pid': os.getpid(), 'host': socket.gethostname(),
                                                     'executor': 'ray'})
-        runner = TaskRunner(store, max_concurrent=1, recover=False, **runner_options)
+        runner = TaskRunner(store, max_concurrent=1, recover=False, heartbeat_s=0, **runner_options)  # the server beats
         try: runner._execute(kind, doc, threading.Event())
         finally: runner._pool.shutdown(wait=False)
         return store.get_task(kind, doc['_id'])['state']
@@ -183,7 +184,7 @@ def _failure_reason(e:BaseException) -> str:
     return f'{why} ({name}); it is not retried: create and start a new task to run it again'
 
 # %% ../nbs/13a_distributed.ipynb #0e155724
-class RayTaskRunner:
+class RayTaskRunner(RunnerBase):
     "Runs tasks from a `TaskStore` as Ray tasks of `num_cpus` CPUs each; `TaskRunner`'s API; never retries a task."
     def __init__(self, store, # a MongoDB `TaskStore`: the server's and (through `mongodb_url`) the workers'
                  address:str|None=None, # the Ray cluster; default RAY_ADDRESS, else a local Ray (`ray_connect`)
@@ -191,11 +192,14 @@ class RayTaskRunner:
                  max_concurrent:int|None=None, # what the API admits as executing; default cluster CPUs // num_cpus
                  tracker=None, # W&B runs (made in the worker); default `Tracker()`
                  jobs:dict[str, Callable]|None=None, # kind -> job; default `JOBS` (they must be importable there)
-                 recover:bool=True, # mark tasks a dead server left running as failed
+                 recover:bool=True, # at start, recover the tasks of servers whose heartbeat expired
                  stop_poll_s:float=1.0, # how often a running task reads the store's stop flag
                  flush_s:float=0.5, # how often a running task writes its new results
                  mongodb_url:str|None=None, # the database as workers reach it; default MONGODB_URL or the store's
                  watch_s:float=0.5, # how often a task's watcher thread checks that the runner is open
+                 heartbeat_s:float|None=None, # how often it marks its tasks alive; default `LWMECPS_HEARTBEAT_S`
+                 stale_after_s:float|None=None, # a heartbeat older than this is a dead server's; default 3 beats
+                 time_limit_s:float|None=None, # a task's limit unless its config sets one; `LWMECPS_TASK_TIME_LIMIT_S`
                 ):
         from lwmecps_nb.tracking import Tracker
         self.mongodb_url, self.database = _store_address(store)
@@ -206,22 +210,18 @@ class RayTaskRunner:
         self.address = ray_connect(address)
         if max_concurrent is None:
             max_concurrent = max(1, int(ray.cluster_resources().get('CPU', 1) // num_cpus))
-        self.store, self.num_cpus, self.max_concurrent, self.watch_s = store, num_cpus, max_concurrent, watch_s
-        self._options = dict(tracker=tracker or Tracker(), jobs=jobs, stop_poll_s=stop_poll_s, flush_s=flush_s)
+        self.num_cpus, self.max_concurrent, self.watch_s = num_cpus, max_concurrent, watch_s
+        self._options = dict(tracker=tracker or Tracker(), jobs=jobs, stop_poll_s=stop_poll_s, flush_s=flush_s,
+                             time_limit_s=_settings_default(time_limit_s, 'task_time_limit_s'))
         self._remote = ray.remote(num_cpus=num_cpus, max_retries=0)(run_task_on_worker)
         self._active: dict[tuple[str, str], tuple] = {}  # (kind, id) -> (ObjectRef, done, watcher thread)
-        self._lock, self._closed = threading.Lock(), threading.Event()
-        if recover:
-            n = store.recover_interrupted()
-            if n: log.warning('%d task(s) were left running by a previous server; marked failed '
-                              '(interrupted by server restart)', n)
+        self._lock = threading.Lock()
+        self._setup_claims(store, recover, heartbeat_s, stale_after_s)  # also `_closed`, set at shutdown
 
     def start(self, kind:str, task_id) -> dict:
-        "Claim a pending task (`TaskStateError` otherwise) and submit it to Ray; returns its running document."
-        from lwmecps_nb.store import object_id
-        oid = object_id(task_id)
-        doc = self.store.transition(kind, oid, 'running', allowed_from=['pending'], stop_requested=False,
-                                    error_message=None)
+        "Claim a pending task (`TaskStateError` otherwise) and submit it to Ray: queued until a worker runs it."
+        doc = self._claim(kind, task_id)
+        oid = doc['_id']
         try:
             ref = self._remote.options(name=f'{kind}-{oid}').remote(kind, doc, self.mongodb_url, self.database,
                                                                    self._options)
@@ -250,18 +250,12 @@ class RayTaskRunner:
 
 # %% ../nbs/13a_distributed.ipynb #b8d662ad
 @patch
-def _finish(self:RayTaskRunner, kind, tid, state, **fields):
-    "Mark a task that is still running `state` (a worker that already marked it wins)."
-    from lwmecps_nb.runner import TaskRunner
-    return TaskRunner._finish(self, kind, tid, state, **fields)
-
-@patch
 def _settle(self:RayTaskRunner, key:tuple[str, str], ref) -> None:
     "A task's Ray task ended: if with an error, or without a final state, mark it failed with the reason."
     ray, (kind, tid) = import_ray(), key
     try:
         try:
-            if ray.get(ref, timeout=30) == 'running':
+            if ray.get(ref, timeout=30) in ('queued', 'running'):
                 self._finish(kind, tid, 'failed', error_message='the Ray worker ended without recording a final state')
         except Exception as e:
             reason = _failure_reason(e)

@@ -146,6 +146,7 @@ class PPOTrainer:
                  config:PPOConfig|dict|None=None, # hyperparameters
                  model:ActorCritic|None=None, # start from this network (e.g. a source model); default a new one
                  callback:Callable[[dict], bool|None]|None=None, # gets each finished episode's metrics; False stops
+                 should_stop:Callable[[], bool]|None=None, # asked every step and minibatch; True ends training now
                 ):
         self.config = config if isinstance(config, PPOConfig) else PPOConfig.from_dict(config or {})
         c = self.config
@@ -164,7 +165,7 @@ class PPOTrainer:
             raise ValueError(f'model does not fit the environment: model has observation {got[0]} and action dims '
                              f'{len(got[1])}x{got[1][0]}, environment has observation {exp[0]} and action dims '
                              f'{len(exp[1])}x{exp[1][0]} (other numbers of nodes, deployments or max_pods)')
-        self.callback = callback
+        self.callback, self.should_stop = callback, should_stop
         self.generator = torch.Generator().manual_seed(c.seed)
         self.reward_std = RunningStd()
         self.set_trainable()
@@ -173,7 +174,8 @@ class PPOTrainer:
         self._obs = None
         self._ret = np.zeros(self.venv.num_envs); self._disc = np.zeros(self.venv.num_envs)
         self._stats = None
-        self.stopped = False
+        self.stopped = False  # ended early: the callback returned False or `should_stop` returned True
+        self._stop_asked = False  # `should_stop` returned True (the unfinished rollout or update is dropped)
         self._t0, self._bar = time.perf_counter(), None  # `train` restarts the clock and may show a bar
         self._elapsed_before = 0.  # seconds of training before this process (a resumed run's)
 
@@ -188,6 +190,12 @@ class PPOTrainer:
         params = [p for p in params if p.requires_grad]
         if params: self.optimizer.add_param_group({'params': params, 'lr': self.optimizer.param_groups[0]['lr']})
 
+    def _asked_to_stop(self) -> bool:
+        "Whether `should_stop` has asked training to end (asked once more now); it sets `stopped`, for good."
+        if not self._stop_asked and self.should_stop is not None and self.should_stop():
+            self._stop_asked = self.stopped = True
+        return self._stop_asked
+
     def _reset(self):
         self._obs, info = self.venv.reset(seed=self.config.seed)
         self._stats = EpisodeStats(self.venv.num_envs)
@@ -200,8 +208,8 @@ class PPOTrainer:
 
 # %% ../nbs/06_ppo.ipynb #dde27643
 @patch
-def collect(self:PPOTrainer) -> dict:
-    "One rollout of n_steps x num_envs transitions, with advantages and returns."
+def collect(self:PPOTrainer) -> dict|None:
+    "One rollout of n_steps x num_envs transitions, with advantages and returns; None if `should_stop` cut it short."
     c, B = self.config, self.venv.num_envs
     if self._obs is None: self._reset()
     T = c.n_steps
@@ -209,6 +217,7 @@ def collect(self:PPOTrainer) -> dict:
     act_buf = np.zeros((T, B, len(self.model.action_nvec)), np.int64)
     logp_buf, val_buf, rew_buf, done_buf = (np.zeros((T, B), np.float32) for _ in range(4))
     for t in range(T):
+        if self._asked_to_stop(): return None  # the unfinished rollout is dropped: no update from a part of one
         self.model.normalizer.update(torch.as_tensor(self._obs, device=self.device))
         a, logp, v = self._policy(self._obs)
         obs, r, term, trunc, info = self.venv.step(a.cpu().numpy())
@@ -253,8 +262,8 @@ def _track(self:PPOTrainer, r, info, done):
 
 # %% ../nbs/06_ppo.ipynb #77bc28bd
 @patch
-def update(self:PPOTrainer, batch:dict) -> dict:
-    "PPO epochs over one rollout; returns the mean losses and diagnostics."
+def update(self:PPOTrainer, batch:dict) -> dict|None:
+    "PPO epochs over one rollout; the mean losses and diagnostics (None if `should_stop` came before any step)."
     c = self.config
     n = batch['obs'].shape[0] * batch['obs'].shape[1]
     def t(k, dt=torch.float32):
@@ -266,6 +275,7 @@ def update(self:PPOTrainer, batch:dict) -> dict:
     for _ in range(c.n_epochs):
         perm = torch.randperm(n, generator=self.generator).to(self.device)
         for start in range(0, n, c.batch_size):
+            if self._asked_to_stop(): break
             idx = perm[start:start + c.batch_size]
             if len(idx) < 2: continue
             logits, v = self.model(obs[idx])
@@ -289,11 +299,14 @@ def update(self:PPOTrainer, batch:dict) -> dict:
                 stats['entropy'].append(ent.item())
                 stats['approx_kl'].append(((ratio - 1) - torch.log(ratio)).mean().item())
                 stats['clip_fraction'].append(((ratio - 1).abs() > c.clip_epsilon).float().mean().item())
+        if self._stop_asked: break
+    if self._stop_asked and not stats['policy_loss']: return None  # stopped before its first minibatch
     out = {k: float(np.mean(v)) for k, v in stats.items()}
     y, yhat = batch['returns'].ravel(), batch['values'].ravel()
     out['explained_variance'] = float(1 - np.var(y - yhat) / np.var(y)) if np.var(y) > 0 else float('nan')
     self.updates_done += 1
     out.update(update=self.updates_done, episodes=self.episodes_done, timesteps=self.steps_done)
+    if self._stop_asked: out['stopped'] = True  # a part of the epochs ran: the model did move
     self.history['updates'].append(out)
     return out
 
@@ -304,7 +317,7 @@ def train(self:PPOTrainer, progress:bool=True, # show a tqdm bar
           checkpoint_path:str|Path|None=None, # write a resumable checkpoint here (`save_checkpoint`)...
           checkpoint_every:int=10, # ...after every this many updates, and at the end
          ) -> ActorCritic:
-    "Collect and update until `total_episodes` episodes are done (or the callback stops it)."
+    "Collect and update until `total_episodes` episodes are done (or the callback or `should_stop` stops it)."
     c = self.config
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
         raise ValueError(f'checkpoint_every must be a positive integer, got {checkpoint_every!r}')
@@ -320,7 +333,9 @@ def train(self:PPOTrainer, progress:bool=True, # show a tqdm bar
             if c.anneal_lr:
                 lr = c.learning_rate * (1 - self.episodes_done / c.total_episodes)
                 for g in self.optimizer.param_groups: g['lr'] = lr
-            stats = self.update(self.collect())
+            batch = self.collect()
+            stats = None if batch is None else self.update(batch)
+            if stats is None: break  # `should_stop`: nothing of this rollout is learnt
             if checkpoint_path is not None and self.updates_done % checkpoint_every == 0:
                 self.save_checkpoint(checkpoint_path)
             if self.episodes_done > before:
@@ -452,6 +467,7 @@ def resume(cls:PPOTrainer, path:str|Path, # a checkpoint `save_checkpoint` wrote
            total_episodes:int|None=None, # a new budget (e.g. to train further); default the run's own
            env_config=None, # default the run's own (required when it was not JSON, e.g. a list of tasks)
            callback:Callable[[dict], bool|None]|None=None, # as for a new trainer
+           should_stop:Callable[[], bool]|None=None, # as for a new trainer
           ) -> PPOTrainer:
     "A trainer in the state the checkpoint recorded; `train` continues the run."
     loaded = load_model(path)
@@ -465,7 +481,7 @@ def resume(cls:PPOTrainer, path:str|Path, # a checkpoint `save_checkpoint` wrote
     if env_config is None: raise ValueError(f"{path}: the run's env_config was not saved; pass env_config")
     budget = {} if total_episodes is None else {'total_episodes': total_episodes}
     cfg = PPOConfig.from_dict({**st['config'], **budget})
-    tr = cls(env_config, cfg, model=loaded.model, callback=callback)
+    tr = cls(env_config, cfg, model=loaded.model, callback=callback, should_stop=should_stop)
     for n, p in tr.model.named_parameters(): p.requires_grad_(n in st['trainable'])
     tr.set_trainable(); tr.optimizer.load_state_dict(st['optimizer'])
     tr.reward_std.mean, tr.reward_std.var, tr.reward_std.count = st['reward_std']
@@ -482,12 +498,13 @@ def resume_ppo(path:str|Path, # a checkpoint `PPOTrainer.save_checkpoint` (or `l
                total_episodes:int|None=None, # a new budget; default the run's own
                callback:Callable[[dict], bool|None]|None=None, progress:bool=True,
                checkpoint_every:int=10, # keep checkpointing into `path` every this many updates
+               should_stop:Callable[[], bool]|None=None, # True ends training at once (see `PPOTrainer`)
               ) -> TrainResult:
     "Continue an interrupted (or finished) PPO run from its checkpoint; `train_ppo`'s result."
-    tr = PPOTrainer.resume(path, total_episodes, callback=callback)
+    tr = PPOTrainer.resume(path, total_episodes, callback=callback, should_stop=should_stop)
     tr.train(progress=progress, checkpoint_path=path, checkpoint_every=checkpoint_every)
     spec, opts = tr.model_env()
-    return TrainResult(tr.model, tr.config, spec, opts, tr.history, tr.wall_time_s)
+    return TrainResult(tr.model, tr.config, spec, opts, tr.history, tr.wall_time_s, tr.stopped)
 
 # %% ../nbs/06_ppo.ipynb #b749281c
 @dataclass
@@ -499,6 +516,7 @@ class TrainResult:
     env_options: dict
     history: dict
     wall_time_s: float
+    stopped: bool = False  # the callback or `should_stop` ended training before the budget
     def save(self, path, metrics:dict|None=None) -> Path:
         "Write the checkpoint (history and `metrics` included)."
         return save_model(path, self.model, self.env_spec, self.env_options, self.config.to_dict(),
@@ -510,12 +528,13 @@ def train_ppo(env_config='cluster-a', # preset name, env_config dict, task or sp
               model:ActorCritic|None=None, # continue from this network
               callback:Callable[[dict], bool|None]|None=None, # per-episode metrics; return False to stop early
               progress:bool=True, # show a tqdm bar
+              should_stop:Callable[[], bool]|None=None, # asked every step and minibatch; True ends training now
              ) -> TrainResult:
     "Train an actor-critic with PPO on the simulator, or on a cluster backend the env_config names."
-    tr = PPOTrainer(env_config, config, model, callback)
+    tr = PPOTrainer(env_config, config, model, callback, should_stop=should_stop)
     tr.train(progress=progress)
     spec, opts = tr.model_env()
-    return TrainResult(tr.model, tr.config, spec, opts, tr.history, tr.wall_time_s)
+    return TrainResult(tr.model, tr.config, spec, opts, tr.history, tr.wall_time_s, tr.stopped)
 
 def policy_from(loaded:LoadedModel|ActorCritic, name:str='ppo') -> TorchPolicy:
     "A greedy batch policy for `evaluate` from a model or a loaded checkpoint."

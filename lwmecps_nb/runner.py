@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_runner.ipynb #d923e59e
 from __future__ import annotations
-import contextlib, datetime as dt, math, shutil, tempfile, threading, time
+import contextlib, datetime as dt, math, os, secrets, shutil, socket, tempfile, threading, time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,17 +12,17 @@ from typing import Callable
 
 import numpy as np
 from fastcore.basics import patch
-from pymongo.errors import PyMongoError
+from pymongo.errors import AutoReconnect, PyMongoError
 
-from .core import get_logger
-from .store import TaskNotFound, TaskStateError, TaskStore, object_id
+from .core import get_logger, get_settings
+from .store import ACTIVE_STATES, TaskNotFound, TaskStateError, TaskStore, object_id
 from .tracking import TrackedRun, Tracker, tracked_metrics
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'JOBS', 'JobContext', 'training_job', 'transfer_job', 'meta_algorithm_run', 'meta_job', 'evaluation_job',
-           'finite_or_none', 'TaskRunner']
+__all__ = ['log', 'DB_RETRY_S', 'JOBS', 'JobContext', 'training_job', 'transfer_job', 'meta_algorithm_run', 'meta_job',
+           'evaluation_job', 'finite_or_none', 'RunnerBase', 'TaskRunner']
 
 # %% ../nbs/13_runner.ipynb #34383e4b
 @dataclass
@@ -36,11 +36,16 @@ class JobContext:
     stop_poll_s: float = 1.0 # how often the store's stop flag (set by another process) is read
     flush_s: float = 0.5 # results are written to the store at least this often (and at every stop and end)
     metric_prefix: str|None = None # a meta task's metric-name prefix (`meta_algorithm_run`); default its `algorithm`
+    time_limit_s: float|None = None # the job is stopped (and the task fails) once it has run this long; None: never
+    db_grace_s: float = 300. # how long results wait in memory for an unreachable database before the task fails
     episode: int = 0
     stopped: bool = False
+    timed_out: bool = False
     _polled: float = field(default=0.0, repr=False)
     _flushed: float = field(default_factory=time.monotonic, repr=False)
     _pending: list = field(default_factory=list, repr=False)
+    _started: float = field(default_factory=time.monotonic, repr=False)
+    _db_down_since: float|None = field(default=None, repr=False)
 
     @property
     def task_id(self): return self.doc['_id']
@@ -48,13 +53,22 @@ class JobContext:
     def config(self) -> dict: return self.doc.get('config') or {}
 
     def should_stop(self) -> bool:
-        "True once a stop was asked for, in this process or through the store."
+        "True once a stop was asked for (here or through the store) or the time limit has passed; cheap to call often."
         if self.stop_event.is_set(): return True
         now = time.monotonic()
+        if self.time_limit_s is not None and now - self._started >= self.time_limit_s:
+            self.timed_out = True
+            self.stop_event.set()
+            return True
         if now - self._polled >= self.stop_poll_s:
             self._polled = now
-            if self.store.stop_requested(self.kind, self.task_id): self.stop_event.set()
+            try:
+                if self.store.stop_requested(self.kind, self.task_id): self.stop_event.set()
+            except PyMongoError:  # the database is away: keep going, `flush` keeps the results meanwhile
+                self._polled = now + DB_RETRY_S
         return self.stop_event.is_set()
+
+DB_RETRY_S = 5.0  # while the database does not answer, a job tries again this often (each try waits up to 5 s)
 
 # %% ../nbs/13_runner.ipynb #41ad1a86
 @patch
@@ -79,19 +93,50 @@ def callback(self:JobContext, metrics:dict) -> bool|None:
 
 @patch
 def flush(self:JobContext) -> None:
-    "Write the episodes recorded since the last flush (one insert and one update for all of them)."
+    "Write the episodes recorded since the last flush (one insert, one update); they wait while the database is away."
     rows, self._pending = self._pending, []
     self._flushed = time.monotonic()
-    total = self.doc['total_episodes']
-    self.store.record_episodes(self.kind, self.task_id, rows, total_episodes=total)
+    again = self._db_down_since is not None  # a failed call may have stored some of them
+    try: self.store.record_episodes(self.kind, self.task_id, rows, self.doc['total_episodes'], again=again)
+    except PyMongoError as e:
+        self._pending = rows + self._pending
+        now = time.monotonic()
+        if self._db_down_since is None:
+            self._db_down_since = now
+            log.warning('%s task %s: the database does not answer (%s); its results wait in memory for up to %.0f s',
+                        self.kind, self.task_id, type(e).__name__, self.db_grace_s)
+        if now - self._db_down_since > self.db_grace_s:
+            raise ConnectionError(f'the database did not answer for {now - self._db_down_since:.0f} s (more than '
+                                  f'db_grace_s = {self.db_grace_s:g} s); {len(self._pending)} episodes were not stored')
+        self._flushed = now + DB_RETRY_S - self.flush_s
+        return
+    if self._db_down_since is not None:
+        log.warning('%s task %s: the database answers again; %d waiting episodes stored', self.kind, self.task_id,
+                    len(rows))
+        self._db_down_since = None
     if rows:
+        total = self.doc['total_episodes']
         log.info('%s task %s progress: %.2f%%', self.kind, self.task_id, 100 * min(rows[-1][0], total) / max(total, 1))
+
+@patch
+def flush_last(self:JobContext) -> bool:
+    "After the job: one try to write what still waits (no time limit now); True when nothing waits any more."
+    if self._pending:
+        try: self.store.record_episodes(self.kind, self.task_id, self._pending, self.doc['total_episodes'], again=True)
+        except PyMongoError: return False
+        self._pending = []
+    return True
 
 @patch
 def save_model(self:JobContext, path:str|Path) -> None:
     "Store the model file at `path` in GridFS as this task's model, and log it as a model artifact of the task's run."
     data, name = Path(path).read_bytes(), f"{self.kind}-{self.task_id}.pt"
-    self.store.save_model(self.kind, self.task_id, data, filename=name)
+    deadline = time.monotonic() + self.db_grace_s
+    while True:  # the model is what the task was for: wait for the database (up to `db_grace_s`)
+        try: self.store.save_model(self.kind, self.task_id, data, filename=name); break
+        except PyMongoError:
+            if time.monotonic() >= deadline: raise
+            time.sleep(1.0)
     self.run.log_model(path, file_name=name, metadata={'kind': self.kind, 'task_id': str(self.task_id),
                                                        'task_name': self.doc.get('name')})
 
@@ -104,14 +149,16 @@ def _checkpointing(ctx:JobContext, path:Path, every_s:float):
     def hook(tr):
         if tr.updates_done == 0 or time.monotonic() - last[0] < every_s: return
         ctx.flush()  # the results up to the checkpoint are in the store before it is
+        if ctx._pending: return  # the database is away: the next boundary tries again
         tr.save_checkpoint(path)
-        ctx.store.save_checkpoint(ctx.kind, ctx.task_id, path.read_bytes(), tr.episodes_done)
+        try: ctx.store.save_checkpoint(ctx.kind, ctx.task_id, path.read_bytes(), tr.episodes_done)
+        except PyMongoError as e:
+            log.warning('%s task %s: checkpoint not stored (%s)', ctx.kind, ctx.task_id, e); return
         last[0] = time.monotonic()
     return hook
 
 def training_job(ctx:JobContext) -> dict:
     "PPO on `config['env_config']` for `total_episodes` episodes, checkpointed; a resumed task goes on from there."
-    from lwmecps_nb.core import get_settings
     from lwmecps_nb.ppo import PPOConfig, PPOTrainer, TrainResult
     c = ctx.config
     if c.get('model_type', 'ppo') != 'ppo':
@@ -122,12 +169,13 @@ def training_job(ctx:JobContext) -> dict:
         if ctx.doc.get('resume_from_episode') is not None:  # `api.resume_task`: the checkpoint's run, on
             data, ctx.episode = ctx.store.task_checkpoint(ctx.kind, ctx.task_id)
             ckpt.write_bytes(data)
-            tr = PPOTrainer.resume(ckpt, ctx.doc['total_episodes'], callback=ctx.callback)
+            tr = PPOTrainer.resume(ckpt, ctx.doc['total_episodes'], callback=ctx.callback, should_stop=ctx.should_stop)
             log.info('training task %s resumes at episode %d', ctx.task_id, ctx.episode)
         else:
             pcfg = PPOConfig.from_dict({**c.get('hyperparameters', {}), 'total_episodes': ctx.doc['total_episodes']})
-            tr = PPOTrainer(c.get('env_config', 'cluster-a'), pcfg, callback=ctx.callback)
+            tr = PPOTrainer(c.get('env_config', 'cluster-a'), pcfg, callback=ctx.callback, should_stop=ctx.should_stop)
         tr.train(progress=False, before_update=_checkpointing(ctx, ckpt, get_settings().checkpoint_s))
+        ctx.stopped = ctx.stopped or tr.stopped
         res = TrainResult(tr.model, tr.config, *tr.model_env(), tr.history, tr.wall_time_s)
         ctx.save_model(res.save(d / 'model.pt'))
     finally: shutil.rmtree(d, ignore_errors=True)
@@ -152,14 +200,16 @@ def transfer_job(ctx:JobContext) -> dict:
                               learning_rate=c.get('learning_rate', 1e-4), total_episodes=ctx.doc['total_episodes'],
                               seed=c.get('seed', 0))
         # the reference first, published in the document (`reference`): a client draws the scratch curve meanwhile
-        ref = scratch_reference(target, tcfg, callback=lambda m: False if ctx.should_stop() else None)
+        ref = scratch_reference(target, tcfg, callback=lambda m: False if ctx.should_stop() else None,
+                                should_stop=ctx.should_stop)
         if ctx.should_stop():
             ctx.stopped = True
             return {'stopped_during': 'scratch reference'}
         scratch, rnd = ref['scratch_returns'], ref['random_return']
         ctx.store.update_task(ctx.kind, ctx.task_id, reference={'scratch_returns': scratch, 'random_return': rnd})
         res = transfer_learn(src, target, tcfg, callback=ctx.callback, scratch_returns=scratch, random_return=rnd,
-                             progress=False)
+                             progress=False, should_stop=ctx.should_stop)
+        ctx.stopped = ctx.stopped or ctx.stop_event.is_set()
         res.metrics['scratch_s'] = ref['scratch_s']
         ctx.save_model(save_model(d / 'model.pt', res.model, hyperparameters=tcfg.to_dict(),
                                   model_type=f'transfer-{tcfg.transfer_type}'))
@@ -276,41 +326,112 @@ def finite_or_none(v):
     if isinstance(v, (list, tuple)): return [finite_or_none(x) for x in v]
     return v
 
+# %% ../nbs/13_runner.ipynb #7809d4e7
+def _settings_default(value, name:str):
+    "`value`, or the setting `name` of `get_settings()` when it is None."
+    return getattr(get_settings(), name) if value is None else value
+
+class RunnerBase:
+    "Claiming with an owner, heartbeats, recovery of dead servers' tasks, final states kept through a database outage."
+    def _setup_claims(self, store, recover:bool, heartbeat_s:float|None, stale_after_s:float|None):
+        heartbeat_s = float(_settings_default(heartbeat_s, 'heartbeat_s'))
+        if not (heartbeat_s >= 0 and math.isfinite(heartbeat_s)):
+            raise ValueError(f'heartbeat_s must be seconds, 0 or more (0: no heartbeat), got {heartbeat_s!r}')
+        self.store, self.heartbeat_s = store, heartbeat_s
+        self.stale_after_s = float(3 * heartbeat_s if stale_after_s is None else stale_after_s)
+        self.owner = f'{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}'
+        self._unsettled: dict[tuple[str, str], tuple[str, dict]] = {}  # final states the database did not take yet
+        self._settle_lock, self._closed = threading.Lock(), threading.Event()
+        if recover: self.recover()
+        self._beating = None
+        if heartbeat_s > 0:
+            self._beating = threading.Thread(target=self._keep_alive, name='lwmecps-heartbeat', daemon=True)
+            self._beating.start()
+
+    def recover(self) -> int:
+        "Fail the running tasks (re-pend the queued ones) of servers whose heartbeat expired; returns how many."
+        n = self.store.recover_interrupted(self.stale_after_s, keep_owner=self.owner)
+        if n: log.warning('%d task(s) of a server that stopped beating (for over %g s) recovered: running ones failed '
+                          '(interrupted by server restart), queued ones back to pending', n, self.stale_after_s)
+        return n
+
+    def _claim(self, kind:str, task_id) -> dict:
+        "`pending` -> `queued`, owned by this runner and alive now; `TaskStateError` from any other state."
+        return self.store.transition(kind, object_id(task_id), 'queued', allowed_from=['pending'], stop_requested=False,
+                                     error_message=None, owner=self.owner, heartbeat=time.time())
+
+    def _finish(self, kind, tid, state, ctx:JobContext|None=None, # its job's context: results still waiting
+                **fields):
+        "Move a claimed task to its final state after its last results; while the database is away, heartbeats retry."
+        # a summary's undefined metric (a transfer ratio while scratch is no better than random) is NaN; stored as
+        # None, since JSON has no NaN and nx-27017 silently ignores an update that holds one
+        fields = {'finished_at': _now(), **finite_or_none(fields)}
+        try:
+            if ctx is not None and not ctx.flush_last(): raise AutoReconnect('the results could not be stored')
+            return self.store.transition(kind, tid, state, allowed_from=list(ACTIVE_STATES), **fields)
+        except PyMongoError as e:
+            log.warning('%s task %s: could not record it %s (%s); retried until the database answers',
+                        kind, tid, state, type(e).__name__)
+            with self._settle_lock: self._unsettled[(kind, str(tid))] = (state, fields, ctx)
+        except (TaskStateError, TaskNotFound) as e:
+            log.warning('could not mark %s task %s %s: %s', kind, tid, state, e)
+
+    def _beat(self) -> None:
+        "One heartbeat: this runner's tasks are alive; final states left over are written; dead servers' recovered."
+        try: self.store.heartbeat(self.owner)
+        except PyMongoError as e:
+            log.warning('heartbeat: the database does not answer (%s)', type(e).__name__)
+            with contextlib.suppress(Exception): getattr(self.store, 'follow_embedded', lambda: False)()
+            return
+        with self._settle_lock: todo, self._unsettled = self._unsettled, {}
+        for (kind, tid), (state, fields, ctx) in todo.items():
+            if self._finish(kind, tid, state, ctx, **fields) is not None: log.info('%s task %s is %s', kind, tid, state)
+        with contextlib.suppress(PyMongoError): self.recover()
+
+    def _keep_alive(self) -> None:
+        while not self._closed.wait(self.heartbeat_s): self._beat()
+
+    def unsettled(self) -> list[tuple[str, str, str]]:
+        "(kind, task id, state) of the tasks whose end the database has not recorded yet."
+        with self._settle_lock: return [(k, t, s) for (k, t), (s, *_) in self._unsettled.items()]
+
 # %% ../nbs/13_runner.ipynb #c6c22477
-class TaskRunner:
+class TaskRunner(RunnerBase):
     "Runs tasks from a `TaskStore` in background threads, at most `max_concurrent` at once."
     def __init__(self, store:TaskStore, # where tasks, results and models live
-                 max_concurrent:int=2, # tasks executing at once (more wait in a queue, state running, progress 0)
+                 max_concurrent:int=2, # tasks executing at once (more wait, queued)
                  tracker:Tracker|None=None, # W&B runs; default `Tracker()` (offline without a key)
                  jobs:dict[str, Callable[[JobContext], dict]]|None=None, # kind -> job; default `JOBS`
-                 recover:bool=True, # mark tasks a dead server left running as failed
+                 recover:bool=True, # at start, recover the tasks of servers whose heartbeat expired
                  stop_poll_s:float=1.0, # how often a running task reads the store's stop flag
                  flush_s:float=0.5, # how often a running task writes its new results
+                 heartbeat_s:float|None=None, # how often it marks its tasks alive; `LWMECPS_HEARTBEAT_S`; 0: never
+                 stale_after_s:float|None=None, # a heartbeat older than this is a dead server's; default 3 beats
+                 time_limit_s:float|None=None, # a task's limit unless its config sets one; `LWMECPS_TASK_TIME_LIMIT_S`
+                 db_grace_s:float=300., # how long a task keeps running while the database does not answer
                 ):
         if not (isinstance(max_concurrent, int) and max_concurrent >= 1):
             raise ValueError(f'max_concurrent must be a positive integer, got {max_concurrent!r}')
-        self.store, self.tracker, self.jobs = store, tracker or Tracker(), {**JOBS, **(jobs or {})}
+        self.tracker, self.jobs = tracker or Tracker(), {**JOBS, **(jobs or {})}
         self.max_concurrent, self.stop_poll_s, self.flush_s = max_concurrent, stop_poll_s, flush_s
+        self.time_limit_s = float(_settings_default(time_limit_s, 'task_time_limit_s'))
+        if not self.time_limit_s > 0: raise ValueError(f'time_limit_s must be positive seconds, got {time_limit_s!r}')
+        self.db_grace_s = float(db_grace_s)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix='lwmecps-task')
         self._active: dict[tuple[str, str], tuple[Future, threading.Event]] = {}
         self._lock = threading.Lock()
-        if recover:
-            n = store.recover_interrupted()
-            if n: log.warning('%d task(s) were left running by a previous server; marked failed '
-                              '(interrupted by server restart)', n)
+        self._setup_claims(store, recover, heartbeat_s, stale_after_s)
 
     def start(self, kind:str, task_id) -> dict:
-        "Claim a pending task (`TaskStateError` otherwise) and queue it; returns its running document."
-        oid = object_id(task_id)
-        doc = self.store.transition(kind, oid, 'running', allowed_from=['pending'], stop_requested=False,
-                                    error_message=None)
+        "Claim a pending task (`TaskStateError` otherwise): queued until a worker runs it; returns its document."
+        doc = self._claim(kind, task_id)
         ev = threading.Event()
         with self._lock:
-            self._active[(kind, str(oid))] = (self._pool.submit(self._execute, kind, doc, ev), ev)
+            self._active[(kind, str(doc['_id']))] = (self._pool.submit(self._execute, kind, doc, ev), ev)
         return doc
 
     def stop(self, kind:str, task_id) -> dict:
-        "Cancel a pending task, or ask a running one to stop at its next episode boundary."
+        "Cancel a pending or queued task, or ask a running one to stop (within moments: see `JobContext.should_stop`)."
         oid = object_id(task_id)
         doc = self.store.request_stop(kind, oid)
         with self._lock: entry = self._active.get((kind, str(oid)))
@@ -332,7 +453,7 @@ class TaskRunner:
 # %% ../nbs/13_runner.ipynb #d2bb52c9
 @patch
 def shutdown(self:TaskRunner, wait:bool=True, timeout:float=60.):
-    "Stop every task of this runner at its next episode boundary (they end cancelled), then stop the workers."
+    "Stop every task of this runner (they end cancelled), stop the workers, then the heartbeat."
     with self._lock: entries = list(self._active.items())
     for (kind, tid), (fut, ev) in entries:
         ev.set()
@@ -345,44 +466,43 @@ def shutdown(self:TaskRunner, wait:bool=True, timeout:float=60.):
                 try: fut.result(timeout=max(0.0, deadline - time.monotonic()))
                 except Exception: pass
     self._pool.shutdown(wait=wait, cancel_futures=True)
-
-@patch
-def _finish(self:TaskRunner, kind, tid, state, **fields):
-    # a summary's undefined metric (a transfer ratio while scratch is no better than random) is NaN; stored as None,
-    # since JSON has no NaN and nx-27017 silently ignores an update that holds one (the task would stay running)
-    try:
-        return self.store.transition(kind, tid, state, allowed_from=['running'], finished_at=_now(),
-                                     **finite_or_none(fields))
-    except (TaskStateError, TaskNotFound, PyMongoError) as e:
-        log.warning('could not mark %s task %s %s: %s', kind, tid, state, e)
+    self._closed.set()
+    if self.unsettled(): self._beat()  # a last try for ends the database has not taken
 
 # %% ../nbs/13_runner.ipynb #27064a93
 @patch
 def _execute(self:TaskRunner, kind:str, doc:dict, ev:threading.Event):
-    tid = str(doc['_id'])
+    tid, ctx = str(doc['_id']), None
     run = TrackedRun(None, 'disabled')
     try:
-        if ev.is_set() or self.store.stop_requested(kind, tid):
+        if ev.is_set():
             self._finish(kind, tid, 'cancelled'); return
+        try: doc = self.store.transition(kind, tid, 'running', allowed_from=['queued'], started_at=_now())
+        except (TaskStateError, TaskNotFound): return  # stopped (cancelled) or deleted while it was queued
         config = {**(doc.get('config') or {}), 'total_episodes': doc.get('total_episodes')}
         run = self.tracker.start(kind, tid, doc.get('name') or tid, config)
-        self.store.update_task(kind, tid, started_at=_now(), wandb_run_id=run.id)
-        ctx = JobContext(self.store, kind, doc, run, ev, self.stop_poll_s, self.flush_s)
+        self.store.update_task(kind, tid, wandb_run_id=run.id)
+        limit = float(config.get('time_limit_s') or self.time_limit_s)
+        ctx = JobContext(self.store, kind, doc, run, ev, self.stop_poll_s, self.flush_s, time_limit_s=limit,
+                         db_grace_s=self.db_grace_s)
         log.info('%s task %s started (%s)', kind, tid, doc.get('name'))
-        try: summary = self.jobs[kind](ctx)
-        finally:
-            with contextlib.suppress(Exception): ctx.flush()  # whatever was measured before an error is kept
-        if ctx.stopped:
-            self._finish(kind, tid, 'cancelled', summary=summary)
+        summary = self.jobs[kind](ctx)
+        if ctx.timed_out:
+            msg = (f'time limit of {limit:g} s reached after {ctx.episode} episodes (time_limit_s); what it recorded '
+                   'and its model are kept')
+            self._finish(kind, tid, 'failed', ctx, summary=summary, error_message=msg)
+            log.warning('%s task %s: %s', kind, tid, msg)
+        elif ctx.stopped:
+            self._finish(kind, tid, 'cancelled', ctx, summary=summary)
             log.info('%s task %s cancelled after %d episodes', kind, tid, ctx.episode)
         else:
-            self._finish(kind, tid, 'completed', summary=summary, progress=100.0)
+            self._finish(kind, tid, 'completed', ctx, summary=summary, progress=100.0)
             log.info('%s task %s completed', kind, tid)
         run.finish(summary)
     except Exception as e:
         msg = f'{type(e).__name__}: {e}'
         log.error('%s task %s failed: %s', kind, tid, msg)
-        self._finish(kind, tid, 'failed', error_message=msg)
+        self._finish(kind, tid, 'failed', ctx, error_message=msg)  # what was measured before the error is kept
         run.finish(exit_code=1)
     finally:
         with self._lock: self._active.pop((kind, tid), None)

@@ -19,9 +19,9 @@ from .core import Settings, get_logger, get_settings
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'KINDS', 'STATES', 'FINAL_STATES', 'RESULTS', 'MODELS', 'TIME_FIELDS', 'INTERRUPTED', 'RESUMABLE',
-           'EmbeddedMongo', 'connect', 'InvalidTaskId', 'TaskNotFound', 'TaskStateError', 'object_id', 'TaskStore',
-           'MemoryTaskStore']
+__all__ = ['log', 'SECRET_MARKS', 'KINDS', 'STATES', 'ACTIVE_STATES', 'FINAL_STATES', 'RESULTS', 'MODELS', 'TIME_FIELDS',
+           'INTERRUPTED', 'RESUMABLE', 'NOT_STARTED', 'EmbeddedMongo', 'without_secrets', 'connect', 'InvalidTaskId',
+           'TaskNotFound', 'TaskStateError', 'object_id', 'TaskStore', 'MemoryTaskStore']
 
 # %% ../nbs/12_store.ipynb #5c726842
 _LAUNCH = 'import sys; from nx_27017.nx_27017 import main; sys.argv[0] = "nx-27017"; sys.exit(main())'
@@ -66,7 +66,8 @@ class EmbeddedMongo:
 
     def _lock(self) -> FileLock:
         "An exclusive file lock, so two processes never start two servers on one folder."
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)  # the database's files: this user's only, whatever the umask
         return FileLock(self.data_dir / '.lock')
 
     def _last_port(self) -> int|None:
@@ -81,13 +82,23 @@ class EmbeddedMongo:
         return st if _ping(f"mongodb://{st['host']}:{st['port']}") else None
 
 # %% ../nbs/12_store.ipynb #9089ad59
+SECRET_MARKS = ('KEY', 'TOKEN', 'SECRET', 'PASSWORD', 'PASSWD', 'CREDENTIAL', 'MONGODB_URL')
+
+def without_secrets(environ:dict) -> dict:
+    "`environ` without the variables whose names look secret (API keys, tokens, passwords, a URL with one)."
+    return {k: v for k, v in environ.items() if not any(m in k.upper() for m in SECRET_MARKS)}
+
 @patch
 def _launch(self:EmbeddedMongo, port:int, timeout:float) -> bool:
     "Run the server on `port`; True once it answers, False if it exited (the port was taken, say)."
+    pid_file = self.data_dir / 'server.pid'
+    with contextlib.suppress(OSError, ValueError):  # a killed server's pid file (its pid may be an unreaped zombie,
+        if not _pid_alive(int(pid_file.read_text())): pid_file.unlink()  # which nx-27017 would take for alive)
     cmd = [sys.executable, '-c', _LAUNCH, '--data-dir', str(self.data_dir / 'db'), '--host', self.host, '-p', str(port),
            '--log-file', str(self.log_file), '--pid-file', str(self.data_dir / 'server.pid')]
     with open(self.data_dir / 'server.out', 'ab') as out:
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                                      env=without_secrets(os.environ), umask=0o077)
     url, deadline = f'mongodb://{self.host}:{port}', time.monotonic() + timeout
     while time.monotonic() < deadline and self._proc.poll() is None and not _ping(url, 0.2): time.sleep(0.05)
     if self._proc.poll() is None and _ping(url, 1.0): return True
@@ -143,6 +154,8 @@ def stop(self:EmbeddedMongo, timeout:float=10.) -> bool:
         return True
 
 # %% ../nbs/12_store.ipynb #c69d4242
+_EMBEDDED: dict[int, tuple[Path, int]] = {}  # id of a client `connect` made on the embedded server -> (folder, ms)
+
 def connect(settings:Settings|None=None, # default: `get_settings()` (MONGODB_URL, MONGODB_DATABASE, LWMECPS_HOME)
             timeout:float=30., # seconds to wait for the server at connection time
             operation_timeout:float=5., # later, seconds an operation waits for an unreachable server before it raises
@@ -161,6 +174,7 @@ def connect(settings:Settings|None=None, # default: `get_settings()` (MONGODB_UR
                 raise ConnectionError(f'cannot reach MongoDB at {_redact(url)}: {e}. Check MONGODB_URL, '
                                       'or unset it to use the embedded server') from None
             time.sleep(0.2)
+    if not s.mongodb_url: _EMBEDDED[id(client)] = (Path(s.home) / 'mongodb', ms)
     return client[s.mongodb_database]
 
 def _redact(url:str) -> str:
@@ -173,7 +187,8 @@ def _redact(url:str) -> str:
 # %% ../nbs/12_store.ipynb #45b5169d
 KINDS = {'training': 'training_tasks', 'transfer': 'transfer_tasks', 'meta': 'meta_tasks',
          'evaluation': 'evaluation_tasks'}
-STATES = ('pending', 'running', 'completed', 'failed', 'cancelled')
+STATES = ('pending', 'queued', 'running', 'completed', 'failed', 'cancelled')
+ACTIVE_STATES = ('queued', 'running')  # claimed by a runner: waiting for a worker, or executing
 FINAL_STATES = ('completed', 'failed', 'cancelled')
 RESULTS, MODELS = 'task_results', 'models'
 
@@ -284,7 +299,7 @@ class TaskStore:
 
 # %% ../nbs/12_store.ipynb #27158d30
 def _stop_refused(kind:str, oid, state:str) -> TaskStateError:
-    return TaskStateError(f'{kind} task {oid} is {state}; only a pending or running task can be stopped')
+    return TaskStateError(f'{kind} task {oid} is {state}; only a pending, queued or running task can be stopped')
 
 @patch
 def update_task(self:TaskStore, kind:str, task_id, **fields) -> dict:
@@ -311,9 +326,9 @@ def transition(self:TaskStore, kind:str, task_id, to:str, # the new state
 
 @patch
 def request_stop(self:TaskStore, kind:str, task_id) -> dict:
-    "Ask a running task to stop at its next episode boundary (the runner reads the flag); cancel a pending one at once."
+    "Ask a running task to stop (the runner reads the flag); cancel a pending or queued one at once."
     oid, c = object_id(task_id), self._coll(kind)
-    doc = c.find_one_and_update({'_id': oid, 'state': 'pending'},
+    doc = c.find_one_and_update({'_id': oid, 'state': {'$in': ['pending', 'queued']}},
                                 {'$set': {'state': 'cancelled', 'finished_at': _now(), 'updated_at': _now()}},
                                 return_document=ReturnDocument.AFTER)
     if doc is not None: return _times(doc)
@@ -330,12 +345,11 @@ def stop_requested(self:TaskStore, kind:str, task_id) -> bool:
 
 @patch
 def delete_task(self:TaskStore, kind:str, task_id) -> None:
-    "Delete a task that is not running, its results, its model file and its checkpoint."
+    "Delete a task that is not queued or running, its results, its model file and its checkpoint."
     oid = object_id(task_id)
-    doc = self._coll(kind).find_one_and_delete({'_id': oid, 'state': {'$ne': 'running'}})
+    doc = self._coll(kind).find_one_and_delete({'_id': oid, 'state': {'$nin': list(ACTIVE_STATES)}})
     if doc is None:
-        self.get_task(kind, oid)
-        raise TaskStateError(f'{kind} task {oid} is running; stop it before deleting it')
+        raise TaskStateError(f"{kind} task {oid} is {self.get_task(kind, oid)['state']}; stop it before deleting it")
     self.db[RESULTS].delete_many({'task_id': _refers_to(oid)})
     for field in ('model_id', 'checkpoint_id'):
         if doc.get(field) is not None:
@@ -346,6 +360,7 @@ def delete_task(self:TaskStore, kind:str, task_id) -> None:
 def record_episodes(self:TaskStore, kind:str, task_id,
                     rows:Sequence[tuple[int, dict]], # (1-based episode or meta-iteration number, its metrics), in order
                     total_episodes:int|None=None, # what progress counts to; default the task's own (one more read)
+                    again:bool=False, # a retry after a failed call, which may have stored some rows: replace them
                    ) -> None:
     "Store episodes' metrics: a result document each, appended to the task's metric lists; progress moves to the last."
     if not rows: return
@@ -353,6 +368,7 @@ def record_episodes(self:TaskStore, kind:str, task_id,
     total = max(int(self.get_task(kind, oid)['total_episodes'] if total_episodes is None else total_episodes), 1)
     clean_rows, push = _clean_rows(rows), {}
     now = _now()
+    if again: self.db[RESULTS].delete_many({'task_id': _refers_to(oid), 'episode': {'$gte': clean_rows[0][0]}})
     self.db[RESULTS].insert_many([{'task_id': oid, 'kind': kind, 'episode': e, 'metrics': m, 'created_at': now}
                                   for e, m in clean_rows])
     for _, m in clean_rows:
@@ -385,16 +401,23 @@ def results(self:TaskStore, kind:str, task_id,
 
 # %% ../nbs/12_store.ipynb #8778a8aa
 @patch
-def save_model(self:TaskStore, kind:str, task_id, data:bytes, # the model file's bytes
-               filename:str='model.pt') -> bson.ObjectId:
-    "Store a model file in GridFS and point the task's `model_id` at it (replacing, and deleting, an earlier one)."
+def _replace_file(self:TaskStore, kind:str, task_id, data:bytes, filename:str, field:str, # the task's pointer
+                  metadata:dict|None=None, **fields) -> bson.ObjectId:
+    "Upload a file to GridFS, point the task's `field` at it (and set `fields`), then delete the file it replaced."
     oid = object_id(task_id)
-    old = self.get_task(kind, oid).get('model_id')
-    fid = self.models.upload_from_stream(filename, data, metadata={'task_id': str(oid), 'kind': kind})
-    self.update_task(kind, oid, model_id=fid)
+    old = self.get_task(kind, oid).get(field)
+    fid = self.models.upload_from_stream(filename, data, metadata={'task_id': str(oid), 'kind': kind,
+                                                                    **(metadata or {})})
+    self.update_task(kind, oid, **{field: fid}, **fields)
     if old is not None:
         with contextlib.suppress(gridfs.errors.NoFile): self.models.delete(old)
     return fid
+
+@patch
+def save_model(self:TaskStore, kind:str, task_id, data:bytes, # the model file's bytes
+               filename:str='model.pt') -> bson.ObjectId:
+    "Store a model file in GridFS and point the task's `model_id` at it (replacing, and deleting, an earlier one)."
+    return self._replace_file(kind, task_id, data, filename, 'model_id')
 
 @patch
 def load_model(self:TaskStore, model_id) -> bytes:
@@ -415,19 +438,60 @@ def task_model(self:TaskStore, kind:str, task_id) -> bytes:
     if doc.get('model_id') is None: raise _no_model(kind, doc)
     return self.load_model(doc['model_id'])
 
+# %% ../nbs/12_store.ipynb #b23ca19d
 INTERRUPTED = 'interrupted by server restart'  # a task's error_message after its server died under it
 RESUMABLE = '; resumable from its checkpoint at episode {}: POST .../{{task_id}}/resume'
+NOT_STARTED = 'its server stopped before it started; start it again'  # a queued task's, back to pending
+
+def _recovery(doc:dict, cutoff:float, keep_owner:str|None) -> tuple[str, dict]|None:
+    "(the state, the fields) a claimed task gets when its owner's heartbeat is older than `cutoff`, else None."
+    if doc.get('owner') is not None and doc.get('owner') == keep_owner: return None
+    beat = doc.get('heartbeat')
+    if isinstance(beat, (int, float)) and beat >= cutoff: return None  # its server is alive
+    if doc['state'] == 'queued': return 'pending', {'error_message': NOT_STARTED, 'owner': None}
+    ck = doc.get('checkpoint_episode')
+    return 'failed', {'error_message': INTERRUPTED + (RESUMABLE.format(ck) if ck else ''), 'finished_at': _now()}
 
 @patch
-def recover_interrupted(self:TaskStore) -> int:
-    "Mark every task left `running` (by a server that died) failed, `INTERRUPTED`; returns how many."
-    n, now = 0, _now()
+def heartbeat(self:TaskStore, owner:str, # the runner whose claimed tasks are alive
+              at:float|None=None, # seconds since the epoch; default now
+             ) -> int:
+    "Mark the queued and running tasks `owner` holds alive at `at`; returns how many."
+    at = time.time() if at is None else float(at)
+    return sum(self.db[coll].update_many({'owner': owner, 'state': {'$in': list(ACTIVE_STATES)}},
+                                         {'$set': {'heartbeat': at}}).modified_count for coll in KINDS.values())
+
+@patch
+def recover_interrupted(self:TaskStore, stale_after_s:float=0., # a heartbeat older than this is a dead server's
+                        keep_owner:str|None=None, # a live runner's own tasks, never recovered
+                       ) -> int:
+    "Fail the running tasks (`INTERRUPTED`) and re-pend the queued ones of servers whose heartbeat expired; how many."
+    n, cutoff = 0, time.time() - stale_after_s
     for coll in KINDS.values():
-        for doc in self.db[coll].find({'state': 'running'}, {'checkpoint_episode': 1}):
-            msg = INTERRUPTED + (RESUMABLE.format(doc['checkpoint_episode']) if doc.get('checkpoint_episode') else '')
-            n += self.db[coll].update_one({'_id': doc['_id'], 'state': 'running'}, {'$set': {
-                'state': 'failed', 'error_message': msg, 'finished_at': now, 'updated_at': now}}).modified_count
+        for doc in self.db[coll].find({'state': {'$in': list(ACTIVE_STATES)}},
+                                      {'state': 1, 'owner': 1, 'heartbeat': 1, 'checkpoint_episode': 1}):
+            rec = _recovery(doc, cutoff, keep_owner)
+            if rec is None: continue
+            q = {'_id': doc['_id'], 'state': doc['state']}  # unless it moved on meanwhile
+            if 'heartbeat' in doc: q['heartbeat'] = doc['heartbeat']  # or its owner beat again
+            n += self.db[coll].update_one(q, {'$set': {**rec[1], 'state': rec[0], 'updated_at': _now()}}).modified_count
     return n
+
+# %% ../nbs/12_store.ipynb #e952c794
+@patch
+def follow_embedded(self:TaskStore) -> bool:
+    "Reconnect to the embedded server of this store's folder if it now runs on another port; True if it moved."
+    folder, ms = _EMBEDDED.get(id(self.db.client), (None, 5000))
+    if folder is None: return False  # not on an embedded server: pymongo reconnects by itself
+    st = EmbeddedMongo(folder).status()
+    if st is None or (st['host'], st['port']) in self.db.client.topology_description.server_descriptions(): return False
+    client = pymongo.MongoClient(f"mongodb://{st['host']}:{st['port']}", tz_aware=True, serverSelectionTimeoutMS=ms,
+                                 connectTimeoutMS=ms)
+    _EMBEDDED[id(client)] = (folder, ms)
+    self.db = client[self.db.name]
+    self.models = gridfs.GridFSBucket(self.db, bucket_name=MODELS)
+    log.warning('the embedded MongoDB server of %s now runs on port %s; reconnected', folder, st['port'])
+    return True
 
 # %% ../nbs/12_store.ipynb #8a29216e
 @patch
@@ -435,14 +499,8 @@ def save_checkpoint(self:TaskStore, kind:str, task_id, data:bytes, # the checkpo
                     episode:int, # the episodes done when it was taken
                    ) -> bson.ObjectId:
     "Store a task's resumable checkpoint (`checkpoint_id`, `checkpoint_episode`), replacing and deleting the last."
-    oid = object_id(task_id)
-    old = self.get_task(kind, oid).get('checkpoint_id')
-    fid = self.models.upload_from_stream('checkpoint.pt', data, metadata={'task_id': str(oid), 'kind': kind,
-                                                                           'episode': int(episode)})
-    self.update_task(kind, oid, checkpoint_id=fid, checkpoint_episode=int(episode))
-    if old is not None:
-        with contextlib.suppress(gridfs.errors.NoFile): self.models.delete(old)
-    return fid
+    return self._replace_file(kind, task_id, data, 'checkpoint.pt', 'checkpoint_id', {'episode': int(episode)},
+                              checkpoint_episode=int(episode))
 
 @patch
 def task_checkpoint(self:TaskStore, kind:str, task_id) -> tuple[bytes, int]:
@@ -530,7 +588,7 @@ def transition(self:MemoryTaskStore, kind:str, task_id, to:str, allowed_from:Ite
 def request_stop(self:MemoryTaskStore, kind:str, task_id) -> dict:
     with self._lock:
         doc = self._doc(kind, task_id)
-        if doc['state'] == 'pending': doc.update(state='cancelled', finished_at=_now(), updated_at=_now())
+        if doc['state'] in ('pending', 'queued'): doc.update(state='cancelled', finished_at=_now(), updated_at=_now())
         elif doc['state'] == 'running': doc.update(stop_requested=True, updated_at=_now())
         else: raise _stop_refused(kind, doc['_id'], doc['state'])
         return copy.deepcopy(doc)
@@ -545,8 +603,8 @@ def stop_requested(self:MemoryTaskStore, kind:str, task_id) -> bool:
 def delete_task(self:MemoryTaskStore, kind:str, task_id) -> None:
     with self._lock:
         doc = self._doc(kind, task_id)
-        if doc['state'] == 'running':
-            raise TaskStateError(f"{kind} task {doc['_id']} is running; stop it before deleting it")
+        if doc['state'] in ACTIVE_STATES:
+            raise TaskStateError(f"{kind} task {doc['_id']} is {doc['state']}; stop it before deleting it")
         del self._coll(kind)[doc['_id']]
         self._results.pop(doc['_id'], None)
         for field in ('model_id', 'checkpoint_id'):
@@ -555,7 +613,7 @@ def delete_task(self:MemoryTaskStore, kind:str, task_id) -> None:
 # %% ../nbs/12_store.ipynb #13395210
 @patch
 def record_episodes(self:MemoryTaskStore, kind:str, task_id, rows:Sequence[tuple[int, dict]],
-                    total_episodes:int|None=None) -> None:
+                    total_episodes:int|None=None, again:bool=False) -> None:  # one call is atomic here: no `again`
     if not rows: return
     clean_rows = _clean_rows(rows)
     with self._lock:
@@ -585,15 +643,19 @@ def results(self:MemoryTaskStore, kind:str, task_id, skip:int=0, limit:int|None=
 
 # %% ../nbs/12_store.ipynb #48ba407e
 @patch
-def save_model(self:MemoryTaskStore, kind:str, task_id, data:bytes, filename:str='model.pt') -> bson.ObjectId:
+def _replace_file(self:MemoryTaskStore, kind:str, task_id, data:bytes, field:str, **fields) -> bson.ObjectId:
     fid = bson.ObjectId()
     with self._lock:
         doc = self._doc(kind, task_id)
-        old = doc.get('model_id')
+        old = doc.get(field)
         self._models[fid] = bytes(data)
-        doc.update(model_id=fid, updated_at=_now())
+        doc.update({field: fid}, updated_at=_now(), **fields)
         if old is not None: self._models.pop(old, None)
     return fid
+
+@patch
+def save_model(self:MemoryTaskStore, kind:str, task_id, data:bytes, filename:str='model.pt') -> bson.ObjectId:
+    return self._replace_file(kind, task_id, data, 'model_id')
 
 @patch
 def load_model(self:MemoryTaskStore, model_id) -> bytes:
@@ -611,20 +673,28 @@ def task_model(self:MemoryTaskStore, kind:str, task_id) -> bytes:
     return self.load_model(doc['model_id'])
 
 @patch
-def recover_interrupted(self:MemoryTaskStore) -> int:
-    "Nothing outlives the process here, so no task can have been left running: 0."
-    return 0
+def heartbeat(self:MemoryTaskStore, owner:str, at:float|None=None) -> int:
+    at, n = time.time() if at is None else float(at), 0
+    with self._lock:
+        for tasks in self._tasks.values():
+            for doc in tasks.values():
+                if doc.get('owner') == owner and doc['state'] in ACTIVE_STATES: doc['heartbeat'] = at; n += 1
+    return n
+
+@patch
+def recover_interrupted(self:MemoryTaskStore, stale_after_s:float=0., keep_owner:str|None=None) -> int:
+    "As `TaskStore.recover_interrupted` (nothing outlives the process here, but runners sharing it can stop)."
+    n, cutoff = 0, time.time() - stale_after_s
+    with self._lock:
+        for tasks in self._tasks.values():
+            for doc in tasks.values():
+                rec = _recovery(doc, cutoff, keep_owner) if doc['state'] in ACTIVE_STATES else None
+                if rec is not None: doc.update(rec[1], state=rec[0], updated_at=_now()); n += 1
+    return n
 
 @patch
 def save_checkpoint(self:MemoryTaskStore, kind:str, task_id, data:bytes, episode:int) -> bson.ObjectId:
-    fid = bson.ObjectId()
-    with self._lock:
-        doc = self._doc(kind, task_id)
-        old = doc.get('checkpoint_id')
-        self._models[fid] = bytes(data)
-        doc.update(checkpoint_id=fid, checkpoint_episode=int(episode), updated_at=_now())
-        if old is not None: self._models.pop(old, None)
-    return fid
+    return self._replace_file(kind, task_id, data, 'checkpoint_id', checkpoint_episode=int(episode))
 
 @patch
 def task_checkpoint(self:MemoryTaskStore, kind:str, task_id) -> tuple[bytes, int]:

@@ -14,15 +14,16 @@ import gymnasium as gym
 import numpy as np
 from fastcore.basics import patch
 
-from .cluster import ClusterSpec, LoadSpec, Node, LOAD_PATTERNS
+from .cluster import ClusterSpec, LoadSpec, Node, LOAD_PATTERNS, SLOT_SECONDS
 from .envs import (ENV_ID, DEFAULT_EPISODE_STEPS, SEQUENTIAL_ENV_ID, SEQUENTIAL_EPISODE_STEPS, BackendVectorEnv,
-                             KubeMECVectorEnv)
-from .sequential import Dynamics, KubeMECSequentialVectorEnv
+                             KubeMECVectorEnv, reward_weights)
+from .sequential import TICK_SECONDS, Dynamics, KubeMECSequentialVectorEnv
 
 # %% auto #0
 __all__ = ['PRESETS', 'FAMILIES', 'TRAFFIC_PATTERNS', 'DEFAULT_TASK_DISTRIBUTION', 'HELD_OUT_KEY', 'NODE_SCALE', 'REQUEST_SCALE',
-           'TASK_DISTRIBUTIONS', 'ENV_OPTIONS', 'ENV_IDS', 'HIDDEN_NODE_SPEED', 'HIDDEN_STARTUP_S', 'preset', 'Task',
-           'TaskDistribution', 'spec_from_config', 'backend_of', 'make_env', 'make_vector_env', 'hidden_dynamics_tasks',
+           'TASK_DISTRIBUTIONS', 'ENV_OPTIONS', 'ENV_IDS', 'MAX_EPISODE_STEPS', 'MAX_SEQUENTIAL_EPISODE_S', 'DAY_S',
+           'HIDDEN_NODE_SPEED', 'HIDDEN_STARTUP_S', 'preset', 'Task', 'TaskDistribution', 'check_env_options',
+           'spec_from_config', 'backend_of', 'make_env', 'make_vector_env', 'hidden_dynamics_tasks',
            'HiddenDynamicsDistribution']
 
 # %% ../nbs/04_tasks.ipynb #f70a37bd
@@ -200,21 +201,45 @@ TASK_DISTRIBUTIONS = {
 ENV_OPTIONS = ('max_episode_steps', 'step_seconds', 'start', 'latency_weight', 'sla_weight', 'replica_cost',
                'render_mode', 'backend', 'backend_options', 'env_id', 'dynamics')
 ENV_IDS = (ENV_ID, SEQUENTIAL_ENV_ID)
+MAX_EPISODE_STEPS = 10_080  # a week of KubeMEC-v1's one-minute intervals (7 x 1,440)
+MAX_SEQUENTIAL_EPISODE_S = 7 * 86_400  # KubeMEC-v1 draws an episode's load at reset: at most a week of it
+DAY_S = 86_400  # the longest decision window: the simulators' load repeats daily
 
-def _check_env_id(cfg:dict) -> dict:
-    "Validate `env_id` and what only KubeMEC-v1 takes (`dynamics`); return `cfg`."
+def _whole(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+def check_env_options(cfg:dict) -> dict:
+    "Validate an env_config's options (env_id, dynamics, episode length, window, start, reward weights); `cfg`."
     env_id = cfg.get('env_id', ENV_ID)
     if env_id not in ENV_IDS:
         raise ValueError(f"env_config: env_id {env_id!r} is unknown; use one of {', '.join(ENV_IDS)}")
+    v1, simulated = env_id == SEQUENTIAL_ENV_ID, cfg.get('backend', 'simulator') in (None, 'simulator')
+    steps = cfg.get('max_episode_steps', SEQUENTIAL_EPISODE_STEPS if v1 else DEFAULT_EPISODE_STEPS)
+    if not (_whole(steps) and 1 <= steps <= MAX_EPISODE_STEPS):
+        raise ValueError(f'env_config.max_episode_steps must be an integer in 1..{MAX_EPISODE_STEPS}, got {steps!r}')
+    window = cfg.get('step_seconds', 60 if v1 else 900)
+    clock = (TICK_SECONDS if v1 else SLOT_SECONDS) if v1 or simulated else 1
+    whole = _whole(window) and 1 <= window <= DAY_S and window % clock == 0
+    if not (whole and (clock == 1 or DAY_S % window == 0)):  # a simulator's windows tile its day
+        tiles = f'a multiple of {clock} s that divides a day, e.g. {60 if v1 else 900}' if clock > 1 else 'seconds'
+        raise ValueError(f'env_config.step_seconds must be an integer in 1..{DAY_S} ({tiles}), got {window!r}')
+    if v1 and steps * window > MAX_SEQUENTIAL_EPISODE_S:
+        raise ValueError(f'env_config.max_episode_steps x step_seconds must be at most {MAX_SEQUENTIAL_EPISODE_S} s (a '
+                         f"week: {SEQUENTIAL_ENV_ID} draws the whole episode's load at reset), got {steps} x {window}")
+    start, windows = cfg.get('start', 'random'), DAY_S // window
+    if not (start == 'random' or (_whole(start) and 0 <= start < windows)):
+        raise ValueError(f"env_config.start must be 'random' or a window index in 0..{windows - 1}, got {start!r}")
+    try: reward_weights(**{k: cfg[k] for k in ('latency_weight', 'sla_weight', 'replica_cost') if k in cfg})
+    except ValueError as e: raise ValueError(f'env_config.{e}') from None
     if env_id == ENV_ID and 'dynamics' in cfg:
         raise ValueError(f'env_config: dynamics are for the sequential simulator; add "env_id": "{SEQUENTIAL_ENV_ID}"')
-    if env_id == SEQUENTIAL_ENV_ID:
-        if cfg.get('backend', 'simulator') != 'simulator':
+    if v1:
+        if not simulated:
             raise ValueError(f'env_config: {SEQUENTIAL_ENV_ID} runs on its own simulator; remove "backend"')
         if cfg.get('render_mode') is not None: raise ValueError(f'env_config: {SEQUENTIAL_ENV_ID} does not render')
         Dynamics.from_dict(cfg.get('dynamics'))  # names the field it refuses
     return cfg
 
+# %% ../nbs/04_tasks.ipynb #2c9e6b95
 def spec_from_config(env_config:dict|str|Task|ClusterSpec) -> tuple[ClusterSpec, dict]:
     "Split an `env_config` into its `ClusterSpec` and the environment options."
     if isinstance(env_config, str): env_config = {'cluster': env_config}
@@ -243,7 +268,7 @@ def spec_from_config(env_config:dict|str|Task|ClusterSpec) -> tuple[ClusterSpec,
     elif src == 'spec':
         s = cfg.pop('spec'); spec = s if isinstance(s, ClusterSpec) else ClusterSpec.from_dict(s)
     else: spec = preset('cluster-a')
-    return spec, _check_env_id(cfg)
+    return spec, check_env_options(cfg)
 
 def _task_options(t:Task) -> dict:
     "A KubeMEC-v1 task's environment options: its env_id and dynamics."
@@ -260,7 +285,7 @@ def make_env(env_config:dict|str|Task|ClusterSpec|None=None, # preset name, task
             ) -> gym.Env:
     "A `lwmecps_nb/KubeMEC-v0` (or `-v1` when `env_id` says so) environment with its `TimeLimit`."
     spec, opts = spec_from_config(env_config if env_config is not None else 'cluster-a')
-    opts = _check_env_id({**opts, **overrides})
+    opts = check_env_options({**opts, **overrides})
     bad = set(opts) - set(ENV_OPTIONS)
     if bad: raise ValueError(f'unknown environment option(s) {sorted(bad)}; known: {", ".join(ENV_OPTIONS)}')
     env_id = opts.pop('env_id', ENV_ID)
@@ -278,7 +303,7 @@ def make_vector_env(env_configs:Sequence|dict|str|Task|ClusterSpec, # one config
     many = isinstance(env_configs, (list, tuple))
     pairs = [spec_from_config(c) for c in (env_configs if many else [env_configs])]
     dynamics = [p[1].pop('dynamics', None) for p in pairs]
-    opts = _check_env_id({**pairs[0][1], **overrides})
+    opts = check_env_options({**pairs[0][1], **overrides})
     if any(p[1] != pairs[0][1] for p in pairs):
         raise ValueError('env_configs: all environments of a vector env must share their options')
     specs = [p[0] for p in pairs]

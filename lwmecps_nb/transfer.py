@@ -144,6 +144,7 @@ class TransferResult:
     random_return: float|None
     metrics: dict  # transfer_metrics(...) plus parameter_distance and timings
     schedule: list  # (episode, layer) unfreezing events that happened
+    stopped: bool = False  # `should_stop` (or the callback) ended the transfer run before its budget
 
     def returns(self) -> np.ndarray: return np.array([e['episode_reward'] for e in self.history['episodes']])
 
@@ -162,19 +163,21 @@ def scratch_reference(target_env_config, # the target: preset name, env_config d
                       config:TransferConfig|dict|None=None, # the transfer's hyperparameters (budget, seed, envs)
                       scratch:bool=True, # also train PPO from scratch (False: only the random policy's return)
                       callback:Callable[[dict], bool|None]|None=None, # per-episode metrics of the scratch run
+                      should_stop:Callable[[], bool]|None=None, # True ends the scratch run at once (`PPOTrainer`)
                      ) -> dict:
     "What a transfer is measured against: PPO from scratch on the target (same budget and seed) and the random policy."
-    # returns {'random_return', 'scratch_returns' (per episode), 'scratch_s', 'scratch_model' (its network)}
+    # returns {'random_return', 'scratch_returns' (per episode), 'scratch_s', 'scratch_model' (its network), 'stopped'}
     from lwmecps_nb.baselines import RandomPolicy, evaluate
     cfg = config if isinstance(config, TransferConfig) else TransferConfig(**(config or {}))
     rnd = evaluate(RandomPolicy(cfg.seed), make_env(target_env_config), episodes=cfg.num_envs, seed=cfg.seed)
-    out = {'random_return': float(rnd['return']), 'scratch_returns': None, 'scratch_s': None, 'scratch_model': None}
+    out = {'random_return': float(rnd['return']), 'scratch_returns': None, 'scratch_s': None, 'scratch_model': None,
+           'stopped': False}
     if scratch:
         t0 = time.perf_counter()
-        st = PPOTrainer(target_env_config, cfg.scratch_config(), callback=callback)
+        st = PPOTrainer(target_env_config, cfg.scratch_config(), callback=callback, should_stop=should_stop)
         st.train(progress=False)
         out.update(scratch_returns=[float(e['episode_reward']) for e in st.history['episodes']],
-                   scratch_s=time.perf_counter() - t0, scratch_model=st.model)
+                   scratch_s=time.perf_counter() - t0, scratch_model=st.model, stopped=st.stopped)
     return out
 
 # %% ../nbs/08_transfer.ipynb #71e0582e
@@ -186,6 +189,7 @@ def transfer_learn(source, # a saved model's path, a Stable-Baselines3 PPO zip, 
                    scratch_returns:Sequence[float]|None=None, # reuse a scratch curve (same seed, budget, settings)
                    random_return:float|None=None, # reuse the random policy's return on the target
                    progress:bool=True,
+                   should_stop:Callable[[], bool]|None=None, # True ends the scratch and transfer runs at once
                   ) -> TransferResult:
     "Adapt a source model to a target environment and measure the transfer."
     cfg = config if isinstance(config, TransferConfig) else TransferConfig(**(config or {}))
@@ -198,7 +202,7 @@ def transfer_learn(source, # a saved model's path, a Stable-Baselines3 PPO zip, 
     pcfg = cfg.ppo_config()
     timings = {}
     if compare and (random_return is None or scratch_returns is None):
-        ref = scratch_reference(target_env_config, cfg, scratch=scratch_returns is None)
+        ref = scratch_reference(target_env_config, cfg, scratch=scratch_returns is None, should_stop=should_stop)
         random_return = ref['random_return'] if random_return is None else random_return
         if scratch_returns is None: scratch_returns, timings['scratch_s'] = ref['scratch_returns'], ref['scratch_s']
     set_frozen(model, frozen)
@@ -224,13 +228,15 @@ def transfer_learn(source, # a saved model's path, a Stable-Baselines3 PPO zip, 
                 trainer.history.setdefault('unfrozen', []).append({'episode': trainer.episodes_done, 'layer': layer})
                 log.info(f'layer-wise transfer: unfroze layer {layer} after {trainer.episodes_done} episodes')
     t0 = time.perf_counter()
-    tr = PPOTrainer(target_env_config, pcfg, model=model, callback=on_episode)
+    tr = PPOTrainer(target_env_config, pcfg, model=model, callback=on_episode, should_stop=should_stop)
     tr.train(progress=progress, before_update=thaw if schedule else None)
     timings['transfer_s'] = time.perf_counter() - t0
     set_frozen(model, [])
     w = pcfg.num_envs  # the first rollout's episodes: the jumpstart window and the smoothing window
-    metrics = transfer_metrics(returns, scratch_returns, random_return, first=w, window=w) if compare else {}
+    # a run stopped before its first episode (or a stopped scratch reference) has no curve to compare
+    compared = compare and len(returns) > 0 and scratch_returns is not None and len(scratch_returns) > 0
+    metrics = transfer_metrics(returns, scratch_returns, random_return, first=w, window=w) if compared else {}
     metrics.update(parameter_distance=parameter_distance(source_copy, model), frozen_at_start=frozen,
                    wall_time_per_episode_s=timings['transfer_s'] / max(len(returns), 1), **timings)
     return TransferResult(model, cfg, tr.history, list(scratch_returns) if scratch_returns is not None else None,
-                          random_return, metrics, tr.history.get('unfrozen', []))
+                          random_return, metrics, tr.history.get('unfrozen', []), tr.stopped)

@@ -312,11 +312,11 @@ def run(self:TaskPanel) -> dict|None:
 
 @patch
 def stop(self:TaskPanel) -> None:
-    "Ask the run to stop at its next episode (it ends `cancelled`, its results kept)."
+    "Ask the run to stop (within moments; it ends `cancelled`, its results kept)."
     if self.task is None or not self.running: return
     try: self.backend.stop(self.kind, self.task['id'])
     except TaskRequestError as e: self.say(f'could not stop: {e}', error=True); return
-    self.status.value = 'stopping at the next episode'
+    self.status.value = 'stopping'
 
 @patch
 def wait(self:TaskPanel, timeout:float|None=None) -> dict|None:
@@ -347,7 +347,8 @@ def _follow(self:TaskPanel, be, task_id:str):
         self.rows.extend((row['episode'], row['metrics']) for row in r['results'])
         self.reference = r.get('reference') or self.reference
         self.progress.value = r['progress']
-        done = r['state'] in FINAL_STATES
+        more = r.get('next_skip') is not None  # the server sends a page (1,000 rows): fetch the rest before stopping
+        done = r['state'] in FINAL_STATES and not more
         if not done: self.status.value = f"{r['state']}: {r['current_episode']} / {r['total_episodes']}"
         if done or time.monotonic() - drawn >= max(poll, 0.5):
             self.say(); self.draw(); drawn = time.monotonic()
@@ -355,7 +356,7 @@ def _follow(self:TaskPanel, be, task_id:str):
             self.final = r
             self._ended(r)
             break
-        time.sleep(poll)
+        if not more: time.sleep(poll)
     self.run_button.disabled, self.stop_button.disabled = False, True
 
 @patch

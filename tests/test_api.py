@@ -62,7 +62,7 @@ def _until_done(c, path, timeout=240):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         d = c.get(path).json()
-        if d['state'] not in ('pending', 'running'): return d
+        if d['state'] not in ('pending', 'queued', 'running'): return d
         time.sleep(0.25)
     raise TimeoutError(f'{path} still running after {timeout} s')
 
@@ -75,7 +75,7 @@ def test_spec_example_over_http(server):
         assert src.status_code == 201, src.text
         src = src.json()
         tgt = c.post(f'{API}/tasks', json={'name': 'Cluster B', 'env_config': {'cluster': 'cluster-b'}, 'total_episodes': 8}).json()
-        assert c.post(f"{API}/tasks/{src['id']}/start").json()['state'] == 'running'
+        assert c.post(f"{API}/tasks/{src['id']}/start").json()['state'] == 'queued'  # claimed; a worker runs it
         assert c.post(f"{API}/tasks/{src['id']}/start").status_code == 409
         done = _until_done(c, f"{API}/tasks/{src['id']}")
         assert done['state'] == 'completed' and done['progress'] == 100.0, done
@@ -153,7 +153,7 @@ def test_bad_requests_get_clear_errors(server):
 
 
 def test_killed_server_leaves_no_task_running_forever_and_the_task_resumes(tmp_path):
-    port, fast = _free_port(), {'LWMECPS_CHECKPOINT_S': '0'}  # checkpoint after every PPO update
+    port, fast = _free_port(), {'LWMECPS_CHECKPOINT_S': '0', 'LWMECPS_HEARTBEAT_S': '0.5'}  # checkpoint after every update
     proc, url = _serve(tmp_path, port, env=fast)
     try:
         with httpx.Client(base_url=url, timeout=30) as c:
@@ -167,13 +167,16 @@ def test_killed_server_leaves_no_task_running_forever_and_the_task_resumes(tmp_p
         proc.kill(); proc.wait(timeout=30)  # a crash: no shutdown handler runs
         proc, url = _serve(tmp_path, port, env=fast)
         with httpx.Client(base_url=url, timeout=30) as c:
-            d = c.get(f"{API}/tasks/{t['id']}").json()
+            deadline = time.monotonic() + 30  # its server stopped beating: failed once 3 beats (1.5 s) have passed
+            while (d := c.get(f"{API}/tasks/{t['id']}").json())['state'] == 'running':
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
             ck = d['checkpoint_episode']
             assert d['state'] == 'failed' and d['error_message'] == (
                 f'interrupted by server restart; resumable from its checkpoint at episode {ck}: POST .../{{task_id}}/resume')
             assert len(c.get(f"{API}/tasks/{t['id']}/results").json()['results']) >= ck  # what it recorded is kept
             r = c.post(f"{API}/tasks/{t['id']}/resume")
-            assert r.status_code == 200 and r.json()['state'] == 'running', r.text
+            assert r.status_code == 200 and r.json()['state'] == 'queued', r.text
             deadline = time.monotonic() + 120
             while c.get(f"{API}/tasks/{t['id']}").json()['current_episode'] < ck + 8:
                 assert time.monotonic() < deadline
@@ -238,7 +241,7 @@ def test_twenty_concurrent_clients(server):
             while time.monotonic() < deadline:
                 g = c.get(f'{API}/tasks/{tid}')
                 got.append(g.status_code)
-                if g.json()['state'] not in ('pending', 'running'): break
+                if g.json()['state'] not in ('pending', 'queued', 'running'): break
                 time.sleep(0.3)
             got.append(c.get(f'{API}/tasks', params={'limit': 5}).status_code)
             with lock: codes.extend(got); ids.append(tid)

@@ -79,7 +79,7 @@ def _until_done(c, path, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         d = c.get(path, headers=OK).json()
-        if d['state'] not in ('pending', 'running'): return d
+        if d['state'] not in ('pending', 'queued', 'running'): return d
         time.sleep(0.1)
     raise TimeoutError(f'{path} still running after {timeout} s')
 

@@ -26,7 +26,7 @@ def api_schema(tmp_path_factory):
     s = Settings(home=home, mongodb_database='fuzz', wandb_mode='disabled')
     store = TaskStore(connect(s))
     runner = TaskRunner(store, max_concurrent=2, tracker=Tracker(s, mode='disabled'), jobs={k: _one_episode for k in ('training', 'transfer', 'meta')})
-    app = create_app(store=store, runner=runner, settings=s)
+    app = create_app(store=store, runner=runner, settings=s, allowed_hosts=['testserver'])  # schemathesis's ASGI client sends Host: testserver
     yield schemathesis.openapi.from_asgi('/openapi.json', app)
     runner.shutdown()
     store.db.client.close()

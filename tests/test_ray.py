@@ -88,7 +88,7 @@ def _new_running(c, store, episodes):
     t = c.post(f'{API}/tasks', json={'name': 'on ray', 'total_episodes': episodes, **TINY})
     assert t.status_code == 201, t.text
     tid = t.json()['id']
-    assert c.post(f'{API}/tasks/{tid}/start').json()['state'] == 'running'
+    assert c.post(f'{API}/tasks/{tid}/start').json()['state'] == 'queued'
     return tid, _until(lambda: (d := store.get_task('training', tid)).get('current_episode', 0) >= 1
                        and d.get('worker') and d, 240, 'first episode on Ray')
 
@@ -98,8 +98,8 @@ def test_a_training_task_runs_on_ray_over_http(served):
     url, store, runner = served
     with httpx.Client(base_url=url, timeout=30) as c:
         t = c.post(f'{API}/tasks', json={'name': 'tiny on ray', 'total_episodes': 3, **TINY}).json()
-        assert c.post(f"{API}/tasks/{t['id']}/start").json()['state'] == 'running'
-        d = _until(lambda: (d := c.get(f"{API}/tasks/{t['id']}").json())['state'] not in ('pending', 'running') and d,
+        assert c.post(f"{API}/tasks/{t['id']}/start").json()['state'] == 'queued'
+        d = _until(lambda: (d := c.get(f"{API}/tasks/{t['id']}").json())['state'] not in ('pending', 'queued', 'running') and d,
                    240, 'task end')
         assert d['state'] == 'completed', d.get('error_message')
         assert d['worker']['executor'] == 'ray' and d['worker']['pid'] != os.getpid()

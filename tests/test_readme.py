@@ -38,7 +38,7 @@ def _other_bash_blocks():
     return re.findall(r'```bash\n(.*?)\n```', text, re.S)
 
 
-EXPECT = {'lwmecps-nb serve': ('"state":"running"', '"results":['), 'lwmecps-nb train': ('saved model.pt', 'fine_tuning'),
+EXPECT = {'lwmecps-nb serve': ('"state":"queued"', '"results":['), 'lwmecps-nb train': ('saved model.pt', 'fine_tuning'),
           'lwmecps-nb meta': ('meta-learned init', 'HPA autoscaler on cluster-b'),
           'lwmecps-nb control': ('dry run, nothing is changed', 'stopped after 4 interval(s): decisions model 4')}
 
