@@ -21,10 +21,20 @@ import numpy as np
 
 from .core import get_logger
 from .stats import markdown_table
-from .distributed import import_ray, ray_connect
 
 
 log = get_logger('sweeps')
+
+
+def _import_ray():
+    "`distributed.import_ray`, imported when needed: the CLI builds its `tune` parser from this module without Ray."
+    from lwmecps_nb.distributed import import_ray
+    return import_ray()
+
+def _ray_connect(address:str|None=None):
+    "`distributed.ray_connect`, imported when needed (see `_import_ray`)."
+    from lwmecps_nb.distributed import ray_connect
+    return ray_connect(address)
 
 # %% auto #0
 __all__ = ['log', 'SHARE_SEED_STRIDE', 'SWEEP_ALGORITHMS', 'SWEEP_METRIC', 'KINDS', 'ray_map', 'ppo_seed_run',
@@ -40,7 +50,7 @@ def _threads_then(fn:Callable, threads:int, *args):
 @functools.lru_cache(maxsize=None)
 def _remote_runner(num_cpus:float):
     "The Ray remote function for `num_cpus` (registered once per process and size)."
-    return import_ray().remote(num_cpus=num_cpus, max_retries=0)(_threads_then)
+    return _import_ray().remote(num_cpus=num_cpus, max_retries=0)(_threads_then)
 
 def ray_map(fn:Callable, # a module-level function (workers import it by name) or any picklable callable
             args_list:Sequence[tuple], # one argument tuple per task
@@ -52,8 +62,8 @@ def ray_map(fn:Callable, # a module-level function (workers import it by name) o
     if not num_cpus > 0: raise ValueError(f'num_cpus must be positive, got {num_cpus!r}')
     if max_in_flight is not None and not (isinstance(max_in_flight, int) and max_in_flight >= 1):
         raise ValueError(f'max_in_flight must be a positive integer or None, got {max_in_flight!r}')
-    ray = import_ray()
-    ray_connect(address)
+    ray = _import_ray()
+    _ray_connect(address)
     remote, threads = _remote_runner(float(num_cpus)), max(1, int(num_cpus))
     limit = max_in_flight or len(args_list)
     refs, pending = [], []
@@ -254,7 +264,7 @@ def sweep(algorithm:str='ppo', # ppo, transfer or meta
     sched, fixed = _scheduler(scheduler, algorithm, max_episodes, report_every), dict(fixed or {})
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
-    ray_connect(address)
+    _ray_connect(address)
     target, src = _sweep_target(algorithm, env_config, task_distribution, source, source_env_config,
                                 source_episodes, seed, fixed)
     trial = functools.partial(_sweep_trial, algorithm=algorithm, target=target, fixed=fixed, seed=int(seed),
