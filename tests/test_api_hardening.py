@@ -9,16 +9,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from fastapi.testclient import TestClient
 
 from conftest import ROOT
+from test_api_auth import live  # the app on a loopback port, uvicorn in a thread
 from lwmecps_nb.api import MAX_DEPTH, MAX_RESULTS_LIMIT, RESULTS_LIMIT, create_app
 from lwmecps_nb.core import Settings, get_settings
 from lwmecps_nb.runner import TaskRunner
@@ -200,22 +198,6 @@ def test_docs_pages_load_their_files_from_the_server():
             assert f'/docs-assets/{asset}' in html and 'cdn.' not in html and 'fonts.googleapis' not in html, page
             r = c.get(f'/docs-assets/{asset}')
             assert r.status_code == 200 and len(r.content) > 100_000, asset
-
-
-@contextlib.contextmanager
-def live(app):
-    "The app on a free loopback port, uvicorn in a thread; yields the URL."
-    server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=0, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, 'the server did not start'
-        time.sleep(0.02)
-    try: yield f'http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}'
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_over_real_http_a_browser_request_from_elsewhere_is_refused():
